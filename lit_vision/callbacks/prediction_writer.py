@@ -1,0 +1,90 @@
+"""Write predictions to CSV batch by batch (Lightning's ``BasePredictionWriter``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
+
+__all__ = ["CSVPredictionWriter"]
+
+
+class CSVPredictionWriter(BasePredictionWriter):
+    """Append one CSV row per image as each predict batch ends (nothing accumulates in memory).
+
+    Columns: ``index``, ``path``, ``target`` (class name, empty when unknown), ``prediction``,
+    ``confidence``, then ``prob_<class>`` for every class.
+
+    Args:
+        output_dir: folder of the CSV. Default: the run directory of ``--ckpt_path`` (the parent of its
+            ``checkpoints/`` folder), else the trainer's log directory.
+        filename: CSV file name; under DDP each rank writes ``<stem>.rank<R>.csv``.
+    """
+
+    def __init__(self, output_dir: str | None = None, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.filename = filename
+        self.path: Path | None = None
+        self._file: Any = None
+        self._writer: Any = None
+        self._paths: list[str] | None = None
+        self._class_names: list[str] = []
+
+    def _resolve_dir(self, trainer: L.Trainer) -> Path:
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        ckpt = getattr(trainer, "ckpt_path", None)
+        if ckpt:
+            ckpt_dir = Path(ckpt).resolve().parent
+            return ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        out_dir = self._resolve_dir(trainer)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = self.filename
+        if trainer.world_size > 1:
+            stem, _, ext = name.rpartition(".")
+            name = f"{stem}.rank{trainer.global_rank}.{ext}"
+        self.path = out_dir / name
+        self._class_names = list(getattr(pl_module, "class_names", []))
+        dm = trainer.datamodule
+        self._paths = dm.predict_paths() if dm is not None and hasattr(dm, "predict_paths") else None
+        self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in on_predict_end)
+        self._writer = csv.writer(self._file)
+        header = ["index", "path", "target", "prediction", "confidence"]
+        self._writer.writerow(header + [f"prob_{c}" for c in self._class_names])
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Tensor,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        probs = prediction.detach().float().cpu()
+        conf, pred = probs.max(-1)
+        targets = batch[1].tolist() if len(batch) > 1 else [None] * len(probs)
+        indices = batch[2].tolist() if len(batch) > 2 else list(batch_indices or range(len(probs)))
+        names = self._class_names or [str(i) for i in range(probs.shape[-1])]
+        rows = zip(indices, pred.tolist(), conf.tolist(), targets, probs.tolist(), strict=True)
+        for idx, p, c, t, row in rows:
+            path = self._paths[idx] if self._paths is not None else ""
+            target = names[t] if t is not None and 0 <= t < len(names) else ""
+            self._writer.writerow([idx, path, target, names[p], f"{c:.6f}", *(f"{v:.6f}" for v in row)])
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_predict_end(trainer, pl_module)

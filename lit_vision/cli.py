@@ -1,0 +1,84 @@
+"""The command line: ``python train.py fit|validate|test|predict --config ...`` (LightningCLI).
+
+Defaults that every run gets, each overridable from YAML or flags:
+
+* ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``,
+* ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
+* ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
+* ``seed_everything: 0``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+from lit_vision.callbacks import CSVPredictionWriter
+from lit_vision.data import CIFARDataModule, DatasetError
+from lit_vision.models import ImageClassifier
+
+__all__ = ["LitVisionCLI", "main", "run"]
+
+
+class LitVisionCLI(LightningCLI):
+    """LightningCLI with the project's links and default callbacks."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Known only once the datamodule exists (ImageFolder trees are scanned), hence apply_on="instantiate".
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.channels_last", "model.channels_last")
+        # Callbacks under their own keys, so composing configs that set trainer.callbacks keeps them.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(CSVPredictionWriter, "prediction_writer")
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": "runs", "name": "default"},
+                },
+                "trainer.max_epochs": 20,
+            }
+        )
+
+
+def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
+    """Run the CLI; ``args`` (a list, as on the command line) lets tests drive it from Python."""
+    # The batched data path serves in-memory tensor slices: DataLoader workers would only add overhead.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
+    return LitVisionCLI(
+        ImageClassifier,
+        CIFARDataModule,
+        args=args,
+        run=run,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "yaml"},
+    )
+
+
+def run() -> None:
+    """Console entry point: dataset problems end with their message instead of a traceback."""
+    try:
+        main()
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    run()

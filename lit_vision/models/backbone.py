@@ -1,0 +1,29 @@
+"""The interface every backbone shares (timm's convention).
+
+``forward_features(x)`` maps images to features (a feature map or pooled vector), ``forward_head(features)``
+maps those to logits, ``num_features`` is the width of the vector the head's final linear layer sees.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Backbone(nn.Module):
+    """Base class for the project's own backbones.
+
+    Subclasses set ``num_features`` and implement :meth:`forward_features` and :meth:`forward_head`.
+    """
+
+    num_features: int
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images (N, 3, H, W) -> features."""
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Features -> logits (N, num_classes), or the pooled (N, num_features) vector if ``pre_logits``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,169 @@
+"""``ImageClassifier``: the LightningModule wrapping any backbone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_vision.models.losses import SoftTargetCrossEntropy
+from lit_vision.models.registry import create_backbone
+from lit_vision.models.schedulers import build_scheduler
+
+__all__ = ["ImageClassifier"]
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with any backbone.
+
+    Args:
+        backbone: a registered name (``compact_cifar``, ``resnet18_cifar``, see ``list_backbones()``),
+            ``torchvision/<name>``, ``timm/<name>``, or any ``nn.Module`` given by ``class_path`` (it must
+            output ``num_classes`` logits).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        backbone_kwargs: extra constructor arguments for a named backbone (e.g. ``{width: 1.5}``).
+        label_smoothing: weight of the uniform distribution mixed into every target (hard or soft).
+        optimizer: optimizer factory, e.g. ``class_path: torch.optim.SGD`` with its ``init_args``.
+        scheduler: LR scheduler factory, stepped every ``scheduler_interval``; a ``total_steps`` argument
+            left unset (OneCycleLR, ``lit_vision.models.WarmupCosineLR``) is filled with the run's number of
+            optimizer steps. ``None``: constant LR.
+        scheduler_interval: ``step`` (per optimizer step) or ``epoch``.
+        weight_decay_norm_and_bias: apply weight decay to normalization weights and biases too (off by
+            default: decaying them only shrinks the scale BN learns).
+        class_names: class names in label order (linked from ``data.classes``), stored in checkpoints.
+        channels_last: run the backbone in channels-last memory format (faster convs on CPU and GPU).
+        compile: wrap the backbone in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "compact_cifar",
+        num_classes: int = 10,
+        backbone_kwargs: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "step",
+        weight_decay_norm_and_bias: bool = False,
+        class_names: list[str] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else []))
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}.")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.backbone = (
+            backbone
+            if isinstance(backbone, nn.Module)
+            else create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = SoftTargetCrossEntropy(label_smoothing)
+        # Normalization of the training data ([0, 1] units), filled from the datamodule in setup() and saved
+        # in checkpoints so prediction and export need no dataset.
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.register_buffer("input_std", torch.ones(3))
+
+        top5 = min(5, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if self.hparams.compile and not isinstance(self.backbone, torch._dynamo.eval_frame.OptimizedModule):
+            self.backbone = torch.compile(self.backbone)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "_mean", None) is not None:
+            self.input_mean.copy_(torch.as_tensor(datamodule.mean))
+            self.input_std.copy_(torch.as_tensor(datamodule.std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalized images (N, 3, H, W) -> logits (N, num_classes)."""
+        logits = self.backbone(x)
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"The backbone outputs {logits.shape[-1]} logits but num_classes={self.num_classes}; "
+                "give the backbone the dataset's number of classes."
+            )
+        return logits
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        # Soft targets (MixUp/CutMix): accuracy against the dominant label.
+        self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        self.val_loss(self.criterion(logits, y), weight=len(y))
+        self.val_acc(logits, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check validation of untrained weights
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        self.test_loss(self.criterion(logits, y), weight=len(y))
+        self.test_acc(logits, y)
+        self.test_acc_top5(logits, y)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities (N, num_classes)."""
+        return self(batch[0]).float().softmax(-1)
+
+    # ------------------------------------------------------------------ optimization
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Parameters split into a decayed group and a no-decay group (norm weights, biases)."""
+        if self.hparams.weight_decay_norm_and_bias:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        interval = self.hparams.scheduler_interval
+        total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,0 +1,68 @@
+"""Learning-rate schedules stepped once per optimizer step.
+
+The CLI passes ``total_steps`` (``trainer.estimated_stepping_batches``) to any scheduler whose signature has
+a ``total_steps`` parameter the config left unset, so ``torch.optim.lr_scheduler.OneCycleLR`` and
+:class:`WarmupCosineLR` need no hand-computed step counts in YAML.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+__all__ = ["WarmupCosineLR", "build_scheduler"]
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warmup from ~0 to the base LR, then cosine decay to ``min_lr_ratio`` x base LR.
+
+    Args:
+        optimizer: wrapped optimizer.
+        total_steps: optimizer steps of the whole run (filled in by the module when left unset).
+        warmup_steps: warmup length in optimizer steps, or as a fraction of ``total_steps`` if < 1.
+        min_lr_ratio: final LR as a fraction of the base LR.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_steps: int | float = 0.05,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if total_steps is None or total_steps < 1:
+            raise ValueError(f"WarmupCosineLR needs total_steps >= 1, got {total_steps}")
+        warmup = round(warmup_steps * total_steps) if warmup_steps < 1 else int(warmup_steps)
+        self.total_steps, self.warmup_steps, self.min_lr_ratio = total_steps, warmup, min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        super().__init__(optimizer, factor, last_epoch=last_epoch)
+
+
+def build_scheduler(
+    scheduler: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: int
+) -> LRScheduler:
+    """Call a scheduler factory, supplying ``total_steps`` when it takes one the config left unset."""
+    kwargs: dict[str, Any] = {}
+    bound = getattr(scheduler, "keywords", None)  # jsonargparse/functools.partial of the scheduler class
+    if bound is not None:
+        if "total_steps" in bound and bound["total_steps"] is None:
+            kwargs["total_steps"] = total_steps
+    else:
+        try:
+            if "total_steps" in inspect.signature(scheduler).parameters:
+                kwargs["total_steps"] = total_steps
+        except (TypeError, ValueError):  # builtins without signatures
+            pass
+    return scheduler(optimizer, **kwargs)

@@ -1,0 +1,64 @@
+"""Tiny generated datasets for the tests."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A learnable image: class-specific colour in one quadrant-shaped region, plus noise. (H, W, 3) uint8."""
+    img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+    color = np.array([(37 * label) % 256, (91 * label + 60) % 256, (53 * label + 120) % 256], dtype=np.uint8)
+    q = size // 2
+    y0, x0 = (label % 2) * q, ((label // 2) % 2) * q
+    img[y0 : y0 + q, x0 : x0 + q] = color
+    return img
+
+
+def make_imagefolder(
+    root: Path,
+    classes: list[str] | int = 3,
+    n_train: int = 12,
+    n_test: int | None = 4,
+    size: int = 32,
+    ext: str = ".png",
+    seed: int = 0,
+) -> Path:
+    """Write ``root/train/<class>/<i><ext>`` (and ``root/test/...`` if ``n_test``); return ``root``."""
+    names = [f"class_{i:02d}" for i in range(classes)] if isinstance(classes, int) else classes
+    rng = np.random.default_rng(seed)
+    splits = {"train": n_train} | ({"test": n_test} if n_test else {})
+    for split, n in splits.items():
+        for label, name in enumerate(names):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(class_image(label, rng, size)).save(folder / f"{i:04d}{ext}")
+    return root
+
+
+def make_torchvision_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:
+    """Write files in torchvision's ``cifar-10-batches-py`` format (random pixels, labels cycling 0..9)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int, offset: int) -> dict:
+        labels = [(offset + i) % 10 for i in range(n)]
+        data = np.stack([class_image(lab, rng).transpose(2, 0, 1).reshape(-1) for lab in labels])
+        return {"data": data, "labels": labels}
+
+    per = n_train // 5
+    for i in range(5):
+        with open(folder / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump(batch(per, i * per), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test, 0), f)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names}, f)
+    return root

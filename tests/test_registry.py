@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_vision.models import create_backbone, list_backbones, register_backbone
+from lit_vision.models.registry import _BACKBONES
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# Reference sizes for 10 classes and the allowed relative deviation.
+EXPECTED_PARAMS = {"compact_cifar": (84_322, 0.0), "resnet18_cifar": (11_173_962, 0.01)}
+
+
+def test_every_backbone_has_a_reference_size() -> None:
+    assert set(list_backbones()) == set(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_backbone_interface(name: str, num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = create_backbone(name, num_classes=num_classes)
+    x = torch.randn(2, 3, 32, 32)
+    logits = model(x)
+    assert logits.shape == (2, num_classes)
+    assert torch.isfinite(logits).all()
+    feats = model.forward_features(x)
+    pooled = model.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (2, model.num_features)
+    torch.testing.assert_close(model.forward_head(feats), logits)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_parameter_count(name: str) -> None:
+    expected, tol = EXPECTED_PARAMS[name]
+    got = n_params(create_backbone(name, num_classes=10))
+    assert abs(got - expected) <= tol * expected, f"{name}: {got} params, expected {expected}"
+
+
+def test_compact_design() -> None:
+    model = create_backbone("compact_cifar", num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(c.stride == (2, 2) for c in convs) == 3
+    assert all(c.kernel_size in ((3, 3), (1, 1)) for c in convs)
+    assert sum(c.dilation == (2, 2) for c in convs) == 1
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape == (1, 128, 4, 4)
+    assert n_params(create_backbone("compact_cifar", num_classes=10, width=1.5)) < 200_000
+
+
+def test_unknown_backbone_lists_close_names() -> None:
+    with pytest.raises(ValueError, match="Did you mean: compact_cifar") as err:
+        create_backbone("compact_cifr", num_classes=10)
+    assert "resnet18_cifar" in str(err.value)
+
+
+def test_list_backbones_pattern() -> None:
+    assert list_backbones("resnet*") == ["resnet18_cifar"]
+    assert list_backbones("nothing*") == []
+
+
+def test_register_backbone_rejects_duplicates() -> None:
+    @register_backbone(name="_test_tiny")
+    def tiny(num_classes: int = 10) -> torch.nn.Module:
+        return torch.nn.Linear(3, num_classes)
+
+    try:
+        assert "_test_tiny" in list_backbones()
+        assert isinstance(create_backbone("_test_tiny", num_classes=4), torch.nn.Linear)
+        with pytest.raises(ValueError, match="already registered"):
+            register_backbone(lambda num_classes: None, name="_test_tiny")
+    finally:
+        _BACKBONES.pop("_test_tiny")
+
+
+def test_torchvision_backbone() -> None:
+    model = create_backbone("torchvision/resnet18", num_classes=7)
+    assert model.num_features == 512
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match="resnet18"):
+        create_backbone("torchvision/resnet181", num_classes=7)
+
+
+def test_timm_backbone() -> None:
+    pytest.importorskip("timm")
+    model = create_backbone("timm/resnet18", num_classes=5)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert model.num_features == 512
+    with pytest.raises(ValueError, match="Unknown timm model"):
+        create_backbone("timm/resnet18zz", num_classes=5)
