@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # deprecations inside LightningCLI
+
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_imagefolder  # noqa: E402
+from helpers import make_imagefolder
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -6,7 +6,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -62,3 +64,15 @@ def make_torchvision_cifar10(root: Path, n_train: int = 50, n_test: int = 20, se
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": names}, f)
     return root
+
+
+class TinyNet(nn.Module):
+    """A user's own model, given to the CLI by class_path."""
+
+    def __init__(self, num_classes: int = 10, hidden: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, hidden, 3, padding=1)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))

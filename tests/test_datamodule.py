@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make_imagefolder, make_torchvision_cifar10
 from PIL import Image
 
-from helpers import make_imagefolder, make_torchvision_cifar10
-from lit_vision.data import CIFARDataModule, DatasetError
-from lit_vision.data import sources
+from lit_vision.data import CIFARDataModule, DatasetError, sources
 
 
 def dm(data_dir: Path, **kw) -> CIFARDataModule:
@@ -50,8 +49,12 @@ def test_mean_std_match_direct_computation(tiny_folder: Path) -> None:
     d = dm(tiny_folder)
     d.setup("fit")
     imgs = d._train_full.images[d._train_idx].double() / 255
-    torch.testing.assert_close(torch.tensor(d.mean, dtype=torch.float64), imgs.mean((0, 2, 3)), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(torch.tensor(d.std, dtype=torch.float64), imgs.std((0, 2, 3), correction=0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(d.mean, dtype=torch.float64), imgs.mean((0, 2, 3)), rtol=1e-6, atol=1e-6
+    )
+    torch.testing.assert_close(
+        torch.tensor(d.std, dtype=torch.float64), imgs.std((0, 2, 3), correction=0), rtol=1e-5, atol=1e-6
+    )
     again = dm(tiny_folder)
     again.setup("fit")  # second time from the stats cache
     assert again.mean == d.mean and again.std == d.std
@@ -99,7 +102,7 @@ def test_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
     from torchvision.datasets import cifar
 
     root = make_torchvision_cifar10(tmp_path / "c10")
-    with pytest.raises(DatasetError, match="incomplete or corrupted.*Delete that folder"):
+    with pytest.raises(DatasetError, match=r"incomplete or corrupted.*Delete that folder"):
         CIFARDataModule("cifar10", root, batch_size=4, val_size=10).setup("fit")  # md5 sums differ
     monkeypatch.setattr(cifar, "check_integrity", lambda *args: True)
     d = CIFARDataModule("cifar10", root, batch_size=4, val_size=10)
@@ -223,13 +226,18 @@ def test_no_test_split_falls_back_to_val(tmp_path: Path) -> None:
 def test_albumentations_path(tiny_folder: Path) -> None:
     pipeline = [
         {"name": "HorizontalFlip", "p": 1.0},
-        {"name": "CoarseDropout", "num_holes_range": [1, 1], "hole_height_range": [8, 8],
-         "hole_width_range": [8, 8], "p": 1.0},
+        {
+            "name": "CoarseDropout",
+            "num_holes_range": [1, 1],
+            "hole_height_range": [8, 8],
+            "hole_width_range": [8, 8],
+            "p": 1.0,
+        },
     ]
     d = dm(tiny_folder, augment="albumentations", albumentations=pipeline, num_workers=0)
     d.setup("fit")
     ds = d.train_dataloader().dataset
-    x, y = ds.__getitems__([0, 1])
+    x, _ = ds.__getitems__([0, 1])
     assert x.dtype == torch.uint8 and x.shape == (2, 3, 32, 32)
     raw = d._train_full.images[ds.indices[:2]]
     assert not torch.equal(x, raw)  # augmented

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,7 @@ def test_warmup_cosine_shape() -> None:
     assert lrs[10] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6)  # half-way through the decay
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     with pytest.raises(ValueError, match="total_steps"):
         WarmupCosineLR(_opt())
 

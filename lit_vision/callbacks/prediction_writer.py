@@ -86,5 +86,7 @@ class CSVPredictionWriter(BasePredictionWriter):
             self._file.close()
             self._file = self._writer = None
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self.on_predict_end(trainer, pl_module)

@@ -55,13 +55,17 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else []))
+        self.save_hyperparameters(
+            ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
+        )
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}.")
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        )
         self.backbone = (
             backbone
             if isinstance(backbone, nn.Module)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from torch import Tensor, nn
 
 from lit_vision.models.backbone import Backbone
@@ -12,8 +11,8 @@ from lit_vision.models.backbone import Backbone
 __all__ = ["TorchvisionBackbone", "create_timm_backbone", "create_torchvision_backbone"]
 
 
-def _replace_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, int]:
-    """Swap the final ``nn.Linear`` of a torchvision classifier for ``nn.Identity``; return it and its width."""
+def _replace_head(model: nn.Module) -> tuple[nn.Module, int]:
+    """Swap the last ``nn.Linear`` of a torchvision classifier for ``nn.Identity``; return model and width."""
     for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(model, attr, None)
         if head is None:
@@ -29,7 +28,8 @@ def _replace_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, int]:
                     head[idx] = nn.Identity()
                     return model, in_features
     raise ValueError(
-        f"Cannot find the linear classifier of {type(model).__name__}; pass it as an nn.Module via class_path."
+        f"Cannot find the linear classifier of {type(model).__name__}; "
+        "pass the model as an nn.Module via class_path instead."
     )
 
 
@@ -42,7 +42,7 @@ class TorchvisionBackbone(Backbone):
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
         super().__init__()
-        self.body, self.num_features = _replace_head(model, num_classes)
+        self.body, self.num_features = _replace_head(model)
         self.fc = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -107,5 +107,3 @@ def create_timm_backbone(name: str, num_classes: int, pretrained: bool = False, 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
-
-

@@ -36,7 +36,9 @@ def register_backbone(fn: BackboneFn | None = None, *, name: str | None = None) 
     def decorator(f: BackboneFn) -> BackboneFn:
         key = name or f.__name__
         if key in _BACKBONES and _BACKBONES[key] is not f:
-            raise ValueError(f"A backbone named {key!r} is already registered ({_BACKBONES[key].__module__}).")
+            raise ValueError(
+                f"A backbone named {key!r} is already registered ({_BACKBONES[key].__module__})."
+            )
         _BACKBONES[key] = f
         return f
 

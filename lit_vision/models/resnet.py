@@ -59,7 +59,7 @@ class CifarResNet(Backbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Zero-init the last BN of each residual branch: every block starts as the identity (Goyal et al. 2017).
+        # Zero-init the last BN of each residual branch: blocks start as the identity (Goyal et al. 2017).
         for m in self.modules():
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)

@@ -1,0 +1,35 @@
+# Set-up-included entry points. Each target creates .venv and installs the project on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup train test test-slow lint format bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,timm]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job: CIFAR-10, compact CNN, 20 epochs. Data: torchvision download into data/cifar10, or
+# ARGS="--data.data_dir ../shared/data/cifar10" for a local ImageFolder copy.
+train: setup
+	$(PY) train.py fit --config configs/cifar10_compact.yaml $(ARGS)
+
+# Lint, then the default test suite (no slow tests; about 5 minutes on 2 CPU cores).
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: setup
+	$(PY) benchmarks/fit_overhead.py

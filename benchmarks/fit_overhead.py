@@ -1,0 +1,147 @@
+"""Images/s of ``trainer.fit`` vs a plain PyTorch loop doing the same work, interleaved in one process.
+
+Both paths use the same backbone, batch size, batched on-device augmentation (``BatchAugment``), optimizer
+and per-step LR schedule, on the same in-memory data; the first ``--warmup`` steps of each round are not
+timed. Rounds alternate (plain, Lightning, plain, ...) so drifts in machine load hit both alike.
+
+    python benchmarks/fit_overhead.py                       # real CIFAR-10 from ../shared
+    python benchmarks/fit_overhead.py --synthetic           # random images, no dataset needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_vision.data import CIFARDataModule
+from lit_vision.models import ImageClassifier
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+
+
+class StepTimer(L.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of training."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and not self.start:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.end = time.perf_counter()
+
+
+def make_model(args: argparse.Namespace) -> ImageClassifier:
+    return ImageClassifier(
+        backbone=args.backbone,
+        num_classes=10,
+        label_smoothing=0.2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        scheduler=lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=args.steps + 1),
+        channels_last=True,
+    )
+
+
+def lightning_round(dm: CIFARDataModule, args: argparse.Namespace) -> float:
+    model = make_model(args)
+    timer = StepTimer(args.warmup)
+    trainer = L.Trainer(
+        max_steps=args.steps,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(args.log_dir, name="fit_overhead"),
+        callbacks=[timer],
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=dm)
+    return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
+
+
+def plain_round(dm: CIFARDataModule, args: argparse.Namespace) -> float:
+    model = make_model(args)
+    model.configure_model()  # channels_last, exactly as Lightning calls it
+    model.train()
+    optimizer = torch.optim.SGD(
+        model.parameter_groups(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=args.steps + 1)
+    images = dm._train_full.images
+    targets = dm._train_full.targets
+    train_idx = dm._train_idx
+    augment = dm.batch_transform
+    start = 0.0
+    step = 0
+    while step < args.steps:
+        perm = train_idx[torch.randperm(len(train_idx))]
+        for i in range(len(perm) // args.batch_size):
+            if step == args.warmup:
+                start = time.perf_counter()
+            idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
+            x = augment(images[idx], train=True)
+            y = targets[idx]
+            loss = model.criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step == args.steps:
+                break
+    return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--synthetic", action="store_true", help="random images instead of a dataset")
+    parser.add_argument("--backbone", default="compact_cifar")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per round")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps at the start of each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    L.seed_everything(0, verbose=False)
+
+    data_dir = args.data_dir
+    if args.synthetic:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from helpers import make_imagefolder
+
+        data_dir = make_imagefolder(Path(args.log_dir) / "synthetic", 10, n_train=600, n_test=None)
+    dm = CIFARDataModule(
+        "imagefolder", data_dir, batch_size=args.batch_size, val_size=1000, channels_last=True
+    )
+    dm.setup("fit")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {data_dir}, "
+        f"{args.backbone}, batch {args.batch_size}, "
+        f"{args.steps - args.warmup} timed steps x {args.rounds} rounds"
+    )
+
+    plain, lit = [], []
+    for r in range(args.rounds):
+        plain.append(plain_round(dm, args))
+        lit.append(lightning_round(dm, args))
+        print(f"round {r}: plain {plain[-1]:7.1f} img/s   lightning {lit[-1]:7.1f} img/s")
+    p, q = statistics.median(plain), statistics.median(lit)
+    print(f"median: plain {p:.1f} img/s, lightning {q:.1f} img/s, ratio lightning/plain = {q / p:.3f}")
+
+
+if __name__ == "__main__":
+    main()

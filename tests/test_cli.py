@@ -1,0 +1,169 @@
+"""The CLI end to end: fit -> test -> predict for every config file, on tiny generated data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_vision.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*.yaml"))
+FRAGMENTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*/*.yaml"))
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def data_args(config: str, request: pytest.FixtureRequest) -> list[str]:
+    """Point a config at the matching tiny dataset."""
+    dataset = yaml.safe_load((ROOT / config).read_text()).get("data", {}).get("dataset", "cifar10")
+    fixture, val_size = {
+        "cifar10": ("tiny_cifar10_folder", 20),
+        "cifar100": ("tiny_cifar100_folder", 100),
+        "imagefolder": ("tiny_folder", 12),
+    }[dataset]
+    root = request.getfixturevalue(fixture)
+    return [f"--data.data_dir={root}", f"--data.val_size={val_size}", "--data.batch_size=8"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fit_test_predict(args: list[str], tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
+    common = [*args, *QUIET, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
+    cli = main(["fit", *common, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])
+    run_dir = Path(cli.trainer.log_dir)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    fit_metrics = read_csv(run_dir / "metrics.csv")
+    assert any(r["val/acc"] for r in fit_metrics) and any(r["train/loss_epoch"] for r in fit_metrics)
+    assert any(r["val/acc_best"] for r in fit_metrics)
+
+    test_cli = main(["test", *common, f"--ckpt_path={best}"])
+    test_rows = read_csv(Path(test_cli.trainer.log_dir) / "metrics.csv")
+    assert {"test/acc", "test/acc_top5", "test/loss"} <= set(test_rows[0])
+    assert 0.0 <= float(test_rows[0]["test/acc"]) <= float(test_rows[0]["test/acc_top5"]) <= 1.0
+
+    predict_cli = main(["predict", *common, f"--ckpt_path={best}"])
+    preds = read_csv(run_dir / "predictions.csv")  # written beside the checkpoint's run
+    n_test = len(predict_cli.datamodule.predict_dataloader().dataset)
+    assert len(preds) == n_test and [int(r["index"]) for r in preds] == list(range(n_test))
+    classes = predict_cli.model.class_names
+    assert set(preds[0]) >= {"path", "target", "prediction", "confidence", *(f"prob_{c}" for c in classes)}
+    probs = [float(preds[0][f"prob_{c}"]) for c in classes]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    assert float(preds[0]["confidence"]) == pytest.approx(max(probs), abs=1e-6)
+    return run_dir, preds
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_fit_test_predict(config: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    _, preds = fit_test_predict(["--config", str(ROOT / config), *data_args(config, request)], tmp_path)
+    assert all(r["target"] for r in preds)
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS)
+def test_fragment_composes_with_base_config(
+    fragment: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    base = "configs/cifar10_compact.yaml"
+    args = ["--config", str(ROOT / base), "--config", str(ROOT / fragment), *data_args(base, request)]
+    cli = main([*args, *QUIET], run=False)
+    fragment_cfg = yaml.safe_load((ROOT / fragment).read_text())
+    for key, value in fragment_cfg.get("data", {}).items():
+        assert cli.config.data[key] == value  # the fragment's values win...
+    assert cli.config.model.label_smoothing == 0.2  # ...and the base's other values survive
+    fit_test_predict(args, tmp_path)
+
+
+def test_num_classes_and_class_names_are_linked(tiny_folder: Path) -> None:
+    cli = main([f"--data.data_dir={tiny_folder}", "--data.dataset=imagefolder", *QUIET], run=False)
+    assert cli.model.num_classes == 3
+    assert cli.model.class_names == ["class_00", "class_01", "class_02"]
+    assert cli.model.backbone.fc.out_features == 3
+
+
+def test_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs/cifar10_resnet18.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["backbone"] == "resnet18_cifar"
+    assert printed["checkpoint"]["monitor"] == "val/acc"
+
+
+def test_second_run_in_same_directory(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit",
+        f"--data.data_dir={tiny_folder}",
+        "--data.dataset=imagefolder",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.logger.init_args.version=fixed",
+        *QUIET,
+    ]
+    main(args)
+    main(args)  # the same run directory: config.yaml is overwritten, not an error
+    assert (tmp_path / "runs" / "default" / "fixed" / "config.yaml").is_file()
+
+
+def test_custom_module_backbone_by_class_path(tiny_folder: Path, tmp_path: Path) -> None:
+    backbone = '{"class_path": "helpers.TinyNet", "init_args": {"num_classes": 3, "hidden": 4}}'
+    args = [
+        f"--model.backbone={backbone}",
+        f"--data.data_dir={tiny_folder}",
+        "--data.dataset=imagefolder",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+    ]
+    fit_test_predict(args, tmp_path)
+
+
+def test_wrong_num_classes_from_custom_module(tiny_folder: Path, tmp_path: Path) -> None:
+    backbone = '{"class_path": "helpers.TinyNet", "init_args": {"num_classes": 5}}'
+    args = [
+        "fit",
+        f"--model.backbone={backbone}",
+        f"--data.data_dir={tiny_folder}",
+        "--data.dataset=imagefolder",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        "--trainer.max_epochs=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *QUIET,
+    ]
+    with pytest.raises(ValueError, match="outputs 5 logits but num_classes=3"):
+        main(args)
+
+
+def test_unknown_backbone_message(tiny_folder: Path) -> None:
+    with pytest.raises(ValueError, match="Did you mean: resnet18_cifar"):
+        main(
+            [
+                "--model.backbone=resnet18_cifr",
+                f"--data.data_dir={tiny_folder}",
+                "--data.dataset=imagefolder",
+                *QUIET,
+            ],
+            run=False,
+        )
+
+
+def test_bf16_mixed_on_cpu(tiny_folder: Path, tmp_path: Path) -> None:
+    args = [
+        "--trainer.precision=bf16-mixed",
+        f"--data.data_dir={tiny_folder}",
+        "--data.dataset=imagefolder",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        "--data.channels_last=true",
+    ]
+    fit_test_predict(args, tmp_path)
