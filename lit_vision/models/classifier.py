@@ -86,6 +86,7 @@ class ImageClassifier(L.LightningModule):
         self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -129,11 +130,8 @@ class ImageClassifier(L.LightningModule):
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity-check validation of untrained weights
-
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:  # the sanity check's untrained weights must not count as a best
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
