@@ -1,0 +1,383 @@
+"""``CIFARDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory.
+
+Data flow: images are decoded once to a uint8 tensor (N, 3, H, W) (cached on disk for ImageFolder trees),
+loaders yield uint8 batches, and ``on_after_batch_transfer`` turns them into normalized float batches on the
+device, with batched random crop / flip / Cutout during training. The alternative ``augment:
+albumentations`` runs a per-sample albumentations pipeline in DataLoader workers instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lit_vision.data.albumentations_pipeline import AlbumentationsTransform, worker_init_fn
+from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
+from lit_vision.data.sources import (
+    DatasetError,
+    DecodedSplit,
+    cached_json,
+    default_cache_dir,
+    detect_layout,
+    layouts_help,
+    list_class_dirs,
+    load_imagefolder_split,
+    load_torchvision_cifar,
+    write_json,
+)
+from lit_vision.data.transforms import BatchAugment
+
+__all__ = ["CIFARDataModule"]
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+class CIFARDataModule(L.LightningDataModule):
+    """CIFAR-10/100 or an ImageFolder tree, in memory, with batched on-device augmentation.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100`` or ``imagefolder`` (``data_dir/train/<class>/*``, optional
+            ``data_dir/test/<class>/*``).
+        data_dir: for cifar10/100 either torchvision's files (downloaded here when missing and ``download``
+            is set) or an ImageFolder copy of the dataset; for imagefolder the tree's root.
+        batch_size: training batch size per device (per process under DDP).
+        eval_batch_size: batch size for val/test/predict (default: 2 x ``batch_size``).
+        val_size: images held out of the train split for validation: a count, or a fraction if < 1.
+        seed: seed of the train/val split (the same split on every rank and every run).
+        augment: ``batched`` (tensor ops on the device, default) or ``albumentations`` (per-sample, workers).
+        crop_padding: batched path: random-crop shift in pixels (reflect padding); 0 disables.
+        hflip: batched path: random horizontal flip.
+        cutout: batched path: Cutout square side in pixels; 0 disables.
+        albumentations: albumentations path: list of ``{name: Transform, arg: value}`` entries.
+        image_size: resize + centre-crop ImageFolder images to this square size (``None``: keep native size).
+        channels_last: deliver batches in channels-last memory format (match ``model.channels_last``).
+        num_workers: DataLoader workers (default: 0 for ``batched``, where batches are tensor slices;
+            min(4, CPUs) for ``albumentations``).
+        cache_dir: where decoded ImageFolder tensors and statistics are cached (default:
+            ``$LIT_VISION_CACHE`` or ``~/.cache/lit_vision``).
+        download: download torchvision's CIFAR files in ``prepare_data`` when ``data_dir`` holds no data.
+        predict_split: split served by ``predict``: ``test``, ``val`` or ``train`` (default: test if the
+            dataset has one, else val).
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["cifar10", "cifar100", "imagefolder"] = "cifar10",
+        data_dir: str | Path = "data/cifar10",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int | float = 5000,
+        seed: int = 0,
+        augment: Literal["batched", "albumentations"] = "batched",
+        crop_padding: int = 4,
+        hflip: bool = True,
+        cutout: int = 0,
+        albumentations: list[dict[str, Any]] | None = None,
+        image_size: int | None = None,
+        channels_last: bool = False,
+        num_workers: int | None = None,
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+        predict_split: Literal["test", "val", "train"] | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in ("cifar10", "cifar100", "imagefolder"):
+            raise ValueError(f"Unknown dataset {dataset!r}: choose cifar10, cifar100 or imagefolder.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if augment == "albumentations" and not albumentations:
+            raise ValueError("augment: albumentations needs a pipeline in data.albumentations.")
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.augment = augment
+        self.image_size = image_size
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.download = download
+        self.predict_split = predict_split
+        # Batched: batches are tensor slices, workers would only add IPC. Albumentations: per-sample work.
+        default_workers = 0 if augment == "batched" else min(4, os.cpu_count() or 1)
+        self.num_workers = num_workers if num_workers is not None else default_workers
+        self.albumentations = albumentations
+        # Built here so a typo in the pipeline fails at start-up, not in a worker after data loading.
+        self._sample_transform = (
+            AlbumentationsTransform(albumentations) if augment == "albumentations" else None
+        )
+        self.crop_padding, self.hflip, self.cutout, self.channels_last = (
+            crop_padding,
+            hflip,
+            cutout,
+            channels_last,
+        )
+
+        self._train_full: DecodedSplit | None = None
+        self._test: DecodedSplit | None = None
+        self._train_idx: Tensor | None = None
+        self._val_idx: Tensor | None = None
+        self._mean: tuple[float, float, float] | None = None
+        self._std: tuple[float, float, float] | None = None
+        self.batch_transform: BatchAugment | None = None
+
+    # ------------------------------------------------------------------ metadata (valid right after __init__)
+    @property
+    def layout(self) -> str | None:
+        """``torchvision`` or ``imagefolder``: what ``data_dir`` holds now (``None``: nothing usable)."""
+        return detect_layout(self.dataset, self.data_dir)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order."""
+        if self._train_full is not None:
+            return list(self._train_full.classes)
+        if self.layout == "imagefolder":
+            return list_class_dirs(self.data_dir / "train")
+        if self.dataset == "cifar10":
+            return list(CIFAR10_CLASSES)
+        if self.dataset == "cifar100":
+            from lit_vision.data.cifar100_classes import CIFAR100_CLASSES
+
+            return list(CIFAR100_CLASSES)
+        raise DatasetError(
+            f"No ImageFolder tree at {self.data_dir}.\n{layouts_help(self.dataset, self.data_dir)}"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (linked into ``model.num_classes`` by the CLI)."""
+        if self.dataset in _KNOWN_NUM_CLASSES:
+            return _KNOWN_NUM_CLASSES[self.dataset]
+        return len(self.classes)
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """Per-channel mean of the training images in [0, 1] units (available after ``setup``)."""
+        if self._mean is None:
+            raise RuntimeError("mean is computed in setup(); call datamodule.setup('fit') first.")
+        return self._mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """Per-channel standard deviation of the training images in [0, 1] units (after ``setup``)."""
+        if self._std is None:
+            raise RuntimeError("std is computed in setup(); call datamodule.setup('fit') first.")
+        return self._std
+
+    @property
+    def has_test_split(self) -> bool:
+        if self.layout == "torchvision":
+            return True
+        return (self.data_dir / "test").is_dir()
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Download torchvision's CIFAR files if needed (rank 0 only), and warm the decode cache."""
+        if self.layout is None:
+            if self.dataset == "imagefolder" or not self.download:
+                raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
+            self._download()
+        self._load_splits()  # decodes and caches ImageFolder trees once, before other ranks read them
+
+    def _download(self) -> None:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        cls = CIFAR10 if self.dataset == "cifar10" else CIFAR100
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            cls(str(self.data_dir), train=True, download=True)
+            cls(str(self.data_dir), train=False, download=True)
+        except Exception as err:  # URLError, socket errors, SSL errors, permission errors...
+            raise DatasetError(
+                f"Could not download {self.dataset} into {self.data_dir} ({type(err).__name__}: {err}).\n"
+                f"{layouts_help(self.dataset, self.data_dir)}"
+            ) from err
+
+    def _load_splits(self) -> None:
+        if self._train_full is not None:
+            return
+        layout = self.layout
+        if layout is None:
+            raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
+        if layout == "torchvision":
+            self._train_full = load_torchvision_cifar(self.dataset, self.data_dir, train=True)
+            self._test = load_torchvision_cifar(self.dataset, self.data_dir, train=False)
+        else:
+            self._train_full = load_imagefolder_split(
+                self.data_dir / "train", self.cache_dir, self.image_size
+            )
+            test_dir = self.data_dir / "test"
+            self._test = (
+                load_imagefolder_split(test_dir, self.cache_dir, self.image_size)
+                if test_dir.is_dir()
+                else None
+            )
+        self._check_classes()
+
+    def _check_classes(self) -> None:
+        assert self._train_full is not None
+        train_classes = self._train_full.classes
+        expected = _KNOWN_NUM_CLASSES.get(self.dataset)
+        if expected is not None and len(train_classes) != expected:
+            raise DatasetError(
+                f"{self.data_dir / 'train'} has {len(train_classes)} class folders, but {self.dataset} has "
+                f"{expected}. Use dataset: imagefolder for other datasets."
+            )
+        if self._test is not None and self._test.classes != train_classes:
+            only_train = sorted(set(train_classes) - set(self._test.classes))
+            only_test = sorted(set(self._test.classes) - set(train_classes))
+            raise DatasetError(
+                f"Class folders differ between {self.data_dir / 'train'} and {self.data_dir / 'test'}: "
+                f"only in train: {only_train or 'none'}; only in test: {only_test or 'none'}"
+                + ("" if only_train or only_test else "; same names, different order")
+                + "."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the decoded splits, draw the seeded train/val split and compute mean/std."""
+        self._load_splits()
+        assert self._train_full is not None
+        n = len(self._train_full)
+        n_val = (
+            round(self.val_size * n)
+            if isinstance(self.val_size, float) and self.val_size < 1
+            else int(self.val_size)
+        )
+        if not 0 < n_val < n:
+            raise DatasetError(
+                f"val_size={self.val_size} must leave images for both splits: the train split of "
+                f"{self.data_dir} has {n} images (use a count below {n}, or a fraction such as 0.1)."
+            )
+        # A CPU generator with a fixed seed gives the same permutation on every rank and every run.
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        self._val_idx, self._train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        n_train = len(self._train_idx)
+        if n_train < self.batch_size and stage in (None, "fit"):
+            raise DatasetError(
+                f"batch_size={self.batch_size} is larger than the {n_train} training images; the train "
+                "loader drops incomplete batches, so no step would run. Lower data.batch_size."
+            )
+        self._mean, self._std = self._channel_stats()
+        self.batch_transform = BatchAugment(
+            self._mean, self._std, self.crop_padding, self.hflip, self.cutout, self.channels_last
+        )
+
+    def _channel_stats(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """Mean/std over the training images (val held out), cached by dataset content and split."""
+        assert self._train_full is not None and self._train_idx is not None
+        digest = hashlib.sha1(self._train_idx.numpy().tobytes())
+        digest.update(self._train_full.images[:: max(1, len(self._train_full) // 64)].numpy().tobytes())
+        digest.update(repr((self.dataset, str(self.data_dir.resolve()), len(self._train_full))).encode())
+        cache_file = self.cache_dir / f"stats-{digest.hexdigest()[:16]}.json"
+        if (hit := cached_json(cache_file)) is not None:
+            return tuple(hit["mean"]), tuple(hit["std"])  # type: ignore[return-value]
+        total = torch.zeros(3, dtype=torch.float64)
+        total_sq = torch.zeros(3, dtype=torch.float64)
+        for chunk in self._train_idx.split(4096):  # float64 chunks: exact sums without a 600 MB copy
+            x = self._train_full.images[chunk].to(torch.float64) / 255.0
+            total += x.sum((0, 2, 3))
+            total_sq += (x * x).sum((0, 2, 3))
+        count = len(self._train_idx) * self._train_full.images.shape[2] * self._train_full.images.shape[3]
+        mean = total / count
+        std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+        stats = {"mean": mean.tolist(), "std": std.tolist()}
+        write_json(cache_file, stats)
+        return tuple(stats["mean"]), tuple(stats["std"])  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ datasets and loaders
+    def _dataset(self, split: Literal["train", "val", "test", "predict"]) -> TensorImageDataset:
+        if self._train_full is None or self._train_idx is None:
+            raise RuntimeError("Call setup() before asking for a dataloader.")
+        if split == "train":
+            return TensorImageDataset(
+                self._train_full.images, self._train_full.targets, self._train_idx, self._sample_transform
+            )
+        name = self._resolve_eval_split(split)
+        if name == "test":
+            assert self._test is not None
+            return TensorImageDataset(self._test.images, self._test.targets, return_index=split == "predict")
+        idx = self._val_idx if name == "val" else self._train_idx
+        return TensorImageDataset(
+            self._train_full.images, self._train_full.targets, idx, return_index=split == "predict"
+        )
+
+    def _resolve_eval_split(self, split: str) -> str:
+        if split == "val":
+            return "val"
+        if split == "predict" and self.predict_split is not None:
+            if self.predict_split == "test" and self._test is None:
+                raise DatasetError(f"predict_split=test, but {self.data_dir} has no test split.")
+            return self.predict_split
+        if self._test is None:
+            rank_zero_warn(
+                f"{self.data_dir} has no test split; {split} uses the held-out validation split instead."
+            )
+            return "val"
+        return "test"
+
+    def predict_paths(self) -> list[str]:
+        """Source path of every image, indexed like the ``index`` element of predict batches."""
+        name = self._resolve_eval_split("predict")
+        split = self._test if name == "test" else self._train_full
+        assert split is not None
+        return split.paths
+
+    def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
+        train = split == "train"
+        workers = self.num_workers
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,  # a tiny last batch would give noisy BN statistics; eval never drops
+            num_workers=workers,
+            collate_fn=passthrough_collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            worker_init_fn=worker_init_fn if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 batch on the device -> normalized float batch (augmented during training, batched path)."""
+        if self.batch_transform is None:
+            return batch
+        images, *rest = batch
+        trainer = self.trainer
+        augment = trainer is not None and trainer.training and self.augment == "batched"
+        return (self.batch_transform(images, train=augment), *rest)
+
+    # ------------------------------------------------------------------ checkpointing of the split
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "val_size": self.val_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if (state_dict.get("seed"), state_dict.get("val_size")) != (self.seed, self.val_size):
+            warnings.warn(
+                f"Resuming with a different train/val split (checkpoint: seed={state_dict.get('seed')}, "
+                f"val_size={state_dict.get('val_size')}; now: seed={self.seed}, val_size={self.val_size}).",
+                stacklevel=2,
+            )
