@@ -6,22 +6,57 @@ Defaults that every run gets, each overridable from YAML or flags:
 * ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
 * ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
 * ``seed_everything: 0``.
+
+Optional training tricks, each under its own top-level key (off when unset), so that composing several
+``--config configs/tricks/*.yaml`` files keeps all of them (a later file's ``trainer.callbacks`` list would
+replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
+from typing import Any
 
 import torch
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
-from lit_vision.callbacks import CSVPredictionWriter
+from lit_vision.callbacks import (
+    EMA,
+    FGSM,
+    CSVPredictionWriter,
+    MixUpCutMix,
+    TestTimeAugmentation,
+    WandbMediaLogger,
+)
 from lit_vision.data import CIFARDataModule, DatasetError
 from lit_vision.models import ImageClassifier
 
-__all__ = ["LitVisionCLI", "main", "run"]
+__all__ = ["TRICK_KEYS", "LitVisionCLI", "main", "run"]
+
+#: top-level config key -> callback class of the optional tricks
+TRICK_KEYS: dict[str, type] = {
+    "ema": EMA,
+    "mixing": MixUpCutMix,
+    "fgsm": FGSM,
+    "tta": TestTimeAugmentation,
+    "wandb_media": WandbMediaLogger,
+}
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Write ``config.yaml`` to the run directory (as Lightning does) and send the resolved config to W&B."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                # through JSON: paths and other objects become strings W&B can store
+                config = json.loads(json.dumps(self.config.as_dict(), default=str))
+                logger.experiment.config.update(config, allow_val_change=True)
 
 
 class LitVisionCLI(LightningCLI):
@@ -53,6 +88,15 @@ class LitVisionCLI(LightningCLI):
                 "trainer.max_epochs": 20,
             }
         )
+        for key, callback in TRICK_KEYS.items():
+            # subclass mode: off (None) by default; a trick file sets class_path and init_args
+            parser.add_lightning_class_args(callback, key, subclass_mode=True, required=False)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Unset optional trick keys are None: drop them instead of handing None to the Trainer.
+        config = self._get(self.config_init, "trainer", default={})
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        return self._instantiate_trainer({**config, **kwargs}, [c for c in extra if c is not None])
 
 
 def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
@@ -67,6 +111,7 @@ def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
         args=args,
         run=run,
         seed_everything_default=0,
+        save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "yaml"},
     )

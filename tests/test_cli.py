@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_vision.cli import main
+from lit_vision.cli import TRICK_KEYS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*.yaml"))
-FRAGMENTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*/*.yaml"))
+# configs/logger/* replace the CSV logger: tested in test_wandb.py
+FRAGMENTS = sorted(
+    p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "logger"
+)
+TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -75,9 +79,29 @@ def test_fragment_composes_with_base_config(
     args = ["--config", str(ROOT / base), "--config", str(ROOT / fragment), *data_args(base, request)]
     cli = main([*args, *QUIET], run=False)
     fragment_cfg = yaml.safe_load((ROOT / fragment).read_text())
-    for key, value in fragment_cfg.get("data", {}).items():
-        assert cli.config.data[key] == value  # the fragment's values win...
-    assert cli.config.model.label_smoothing == 0.2  # ...and the base's other values survive
+    for section in ("data", "model"):
+        for key, value in fragment_cfg.get(section, {}).items():
+            if not isinstance(value, dict):
+                assert cli.config[section][key] == value  # the fragment's values win...
+    for key in TRICK_KEYS:
+        if key in fragment_cfg:
+            assert cli.config[key].class_path == fragment_cfg[key]["class_path"]
+    assert cli.config.model.optimizer.class_path == "torch.optim.SGD"  # ...and the base's others survive
+    assert cli.config.model.backbone_kwargs == {"width": 1.5}
+    fit_test_predict(args, tmp_path)
+
+
+def test_all_tricks_compose(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Every trick file and the modern recipe at once: no trick's callback replaces another's."""
+    base = "configs/cifar10_compact.yaml"
+    args = ["--config", str(ROOT / base)]
+    for fragment in [*TRICKS, "configs/recipes/modern.yaml"]:
+        args += ["--config", str(ROOT / fragment)]
+    args += [*data_args(base, request), "--trainer.precision=bf16-mixed"]
+    cli = main([*args, *QUIET], run=False)
+    for key, callback in TRICK_KEYS.items():
+        assert sum(isinstance(c, callback) for c in cli.trainer.callbacks) == 1, key
+    assert cli.trainer.gradient_clip_val == 2.0
     fit_test_predict(args, tmp_path)
 
 

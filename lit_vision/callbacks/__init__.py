@@ -1,5 +1,19 @@
-"""Lightning callbacks of lit_vision."""
+"""Lightning callbacks of lit_vision: each one a YAML switch (see ``lit_vision.cli``)."""
 
+from lit_vision.callbacks.adversarial import FGSM, fgsm_perturb
+from lit_vision.callbacks.ema import EMA
+from lit_vision.callbacks.mixing import MixUpCutMix
 from lit_vision.callbacks.prediction_writer import CSVPredictionWriter
+from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
+from lit_vision.callbacks.wandb_media import WandbMediaLogger
 
-__all__ = ["CSVPredictionWriter"]
+__all__ = [
+    "EMA",
+    "FGSM",
+    "CSVPredictionWriter",
+    "MixUpCutMix",
+    "TTAView",
+    "TestTimeAugmentation",
+    "WandbMediaLogger",
+    "fgsm_perturb",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -15,7 +16,11 @@ from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone
 from lit_vision.models.schedulers import build_scheduler
 
-__all__ = ["ImageClassifier"]
+__all__ = ["ImageClassifier", "TrainBatchTransform"]
+
+# (module, images, targets, batch_idx) -> (images, targets): how callbacks (MixUp/CutMix, FGSM) change a
+# training batch after normalization; targets may become soft (N, C) probabilities.
+TrainBatchTransform = Callable[["ImageClassifier", Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
 
 class ImageClassifier(L.LightningModule):
@@ -88,6 +93,24 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 
+        # Extension points for callbacks (plain attributes: never saved in checkpoints).
+        self._train_batch_transforms: list[tuple[int, TrainBatchTransform]] = []
+        #: Replaces ``self(x)`` in test and predict when set (test-time augmentation); returns logits.
+        self.eval_forward: Callable[[Tensor], Tensor] | None = None
+
+    # ------------------------------------------------------------------ callback hooks
+    def add_train_batch_transform(self, fn: TrainBatchTransform, order: int = 0) -> None:
+        """Run ``fn`` on every training batch; lower ``order`` first (MixUp/CutMix 0, FGSM 10)."""
+        self._train_batch_transforms.append((order, fn))
+        self._train_batch_transforms.sort(key=lambda item: item[0])
+
+    def remove_train_batch_transform(self, fn: TrainBatchTransform) -> None:
+        self._train_batch_transforms = [item for item in self._train_batch_transforms if item[1] != fn]
+
+    def eval_logits(self, x: Tensor) -> Tensor:
+        """Logits for test/predict: ``eval_forward`` (e.g. TTA) when a callback set one, else ``self(x)``."""
+        return self(x) if self.eval_forward is None else self.eval_forward(x)
+
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
         if self.hparams.channels_last:
@@ -114,6 +137,8 @@ class ImageClassifier(L.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
+        for _, transform in self._train_batch_transforms:
+            x, y = transform(self, x, y, batch_idx)
         logits = self(x)
         loss = self.criterion(logits, y)
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
@@ -122,13 +147,15 @@ class ImageClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Returns the logits (N, num_classes), for callbacks' ``on_validation_batch_end``."""
         x, y = batch[0], batch[1]
         logits = self(x)
         self.val_loss(self.criterion(logits, y), weight=len(y))
         self.val_acc(logits, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return logits.detach()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check's untrained weights must not count as a best
@@ -138,7 +165,7 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
-        logits = self(x)
+        logits = self.eval_logits(x)
         self.test_loss(self.criterion(logits, y), weight=len(y))
         self.test_acc(logits, y)
         self.test_acc_top5(logits, y)
@@ -148,7 +175,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities (N, num_classes)."""
-        return self(batch[0]).float().softmax(-1)
+        return self.eval_logits(batch[0]).float().softmax(-1)
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:

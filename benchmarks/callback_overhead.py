@@ -1,0 +1,129 @@
+"""Cost of each training trick: step time with the callback on vs off, and TTA vs one forward pass.
+
+Same backbone, batch size, data and optimizer as ``fit_overhead.py``; runs alternate (off, EMA, FGSM,
+mixing, off, ...) in one process so drifts in machine load hit all alike. TTA is timed on the inference
+path: ``TestTimeAugmentation.logits`` (6 views) against one ``model(x)`` on the same eval batch.
+
+    python benchmarks/callback_overhead.py               # real CIFAR-10 from ../shared
+    python benchmarks/callback_overhead.py --synthetic   # random images, no dataset needed
+
+Targets on CPU with the compact CNN: EMA <= 1.05x, FGSM (adv_every=1, replace) <= 2.2x, TTA (6 views)
+<= 6.5x one forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from fit_overhead import DEFAULT_DATA, StepTimer, make_model
+
+from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, TestTimeAugmentation
+from lit_vision.data import CIFARDataModule
+
+VARIANTS: dict[str, Callable[[], list[L.Callback]]] = {
+    "off": list,
+    "ema": lambda: [EMA(decay=0.999)],
+    "fgsm": lambda: [FGSM(eps=8 / 255, adv_every=1, mode="replace")],
+    "mixing": lambda: [MixUpCutMix()],
+}
+
+
+def seconds_per_step(dm: CIFARDataModule, args: argparse.Namespace, callbacks: list[L.Callback]) -> float:
+    timer = StepTimer(args.warmup)
+    trainer = L.Trainer(
+        max_steps=args.steps,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        callbacks=[timer, *callbacks],
+        accelerator="cpu",
+    )
+    trainer.fit(make_model(args), datamodule=dm)
+    return (timer.end - timer.start) / (args.steps - args.warmup)
+
+
+def tta_ratio(dm: CIFARDataModule, args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds of one forward and of 6-view TTA on a batch of ``--tta-batch`` eval images (best of 5)."""
+    model = make_model(args)
+    model.configure_model()
+    model.eval()
+    images = dm._train_full.images[dm._val_idx[: args.tta_batch]]
+    x = dm.batch_transform(images, train=False)
+    tta = TestTimeAugmentation(hflip=True, translate=2)
+    assert len(tta.views) == 6
+    times: dict[str, list[float]] = {"forward": [], "tta": []}
+    with torch.inference_mode():
+        model(x), tta.logits(model, x)  # warm-up
+        for _ in range(5):
+            for name, fn in (("forward", lambda: model(x)), ("tta", lambda: tta.logits(model, x))):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return min(times["forward"]), min(times["tta"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--synthetic", action="store_true", help="random images instead of a dataset")
+    parser.add_argument("--backbone", default="compact_cifar")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps at the start of each run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tta-batch", type=int, default=512)
+    parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    L.seed_everything(0, verbose=False)
+
+    data_dir = args.data_dir
+    if args.synthetic:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from helpers import make_imagefolder
+
+        data_dir = make_imagefolder(Path(args.log_dir) / "synthetic", 10, n_train=600, n_test=None)
+    dm = CIFARDataModule(
+        "imagefolder", data_dir, batch_size=args.batch_size, val_size=1000, channels_last=True
+    )
+    dm.setup("fit")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.backbone}, "
+        f"batch {args.batch_size}, {args.steps - args.warmup} timed steps x {args.rounds} rounds"
+    )
+
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for r in range(args.rounds):
+        for name, callbacks in VARIANTS.items():
+            times[name].append(seconds_per_step(dm, args, callbacks()))
+        print(f"round {r}: " + "  ".join(f"{n} {1000 * t[-1]:.1f} ms/step" for n, t in times.items()))
+    off = statistics.median(times["off"])
+    for name in ("ema", "fgsm", "mixing"):
+        # ratio per round (against that round's "off" run), then the median: robust to load drifts
+        ratios = [t / o for t, o in zip(times[name], times["off"], strict=True)]
+        print(
+            f"{name:>6}: {1000 * statistics.median(times[name]):.1f} ms/step vs off {1000 * off:.1f} -> "
+            f"median ratio {statistics.median(ratios):.3f}x"
+        )
+    fwd, tta = tta_ratio(dm, args)
+    print(
+        f"   tta: 6 views {1000 * tta:.1f} ms vs one forward {1000 * fwd:.1f} ms on {args.tta_batch} images "
+        f"-> {tta / fwd:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Test-time augmentation in the style of airbench (Keller Jordan, 2024, arXiv:2404.00498).
+
+Views: the identity, the horizontal flip, and each of them translated by ``+-translate`` pixels along both
+axes (reflect padded): up to 6 views. All views of a batch go through the model as one batch (chunked to
+``max_batch`` images to bound memory); softmax probabilities are averaged with weights. ``test`` and
+``predict`` use it when the callback is configured; validation stays a plain forward (cheap, comparable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["TTAView", "TestTimeAugmentation"]
+
+
+@dataclass(frozen=True)
+class TTAView:
+    """One view: optional horizontal flip, then a shift by (dy, dx) pixels; ``weight`` in the average."""
+
+    flip: bool
+    dy: int
+    dx: int
+    weight: float
+
+    def apply(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
+        if self.flip:
+            x = x.flip(3)
+        if self.dy or self.dx:
+            k = max(abs(self.dy), abs(self.dx))
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (k, k, k, k), mode="reflect")
+            # content moves by (+dy, +dx): the output pixel (i, j) reads input (i - dy, j - dx)
+            x = padded[..., k - self.dy : k - self.dy + h, k - self.dx : k - self.dx + w]
+        return x
+
+
+class TestTimeAugmentation(L.Callback):
+    """Average the model's probabilities over flipped and translated views in ``test`` and ``predict``.
+
+    Args:
+        hflip: add the horizontally flipped view.
+        translate: shift in pixels for the translated views (``+translate`` and ``-translate`` on both axes,
+            of every untranslated view); 0: no translated views.
+        translate_weight: total weight of the translated views (the untranslated ones share the rest).
+        max_batch: most images per forward pass (views x batch is chunked to this).
+    """
+
+    def __init__(
+        self, hflip: bool = True, translate: int = 2, translate_weight: float = 0.5, max_batch: int = 2048
+    ) -> None:
+        if translate < 0 or max_batch < 1 or not 0.0 <= translate_weight < 1.0:
+            raise ValueError("Need translate >= 0, max_batch >= 1 and 0 <= translate_weight < 1.")
+        self.hflip, self.translate = hflip, translate
+        self.translate_weight = translate_weight if translate > 0 else 0.0
+        self.max_batch = max_batch
+
+    @property
+    def views(self) -> list[TTAView]:
+        flips = [False, True] if self.hflip else [False]
+        base_w = (1.0 - self.translate_weight) / len(flips)
+        views = [TTAView(f, 0, 0, base_w) for f in flips]
+        if self.translate:
+            t, shift_w = self.translate, self.translate_weight / (2 * len(flips))
+            views += [TTAView(f, s * t, s * t, shift_w) for f in flips for s in (1, -1)]
+        return views
+
+    def logits(self, model: torch.nn.Module, x: Tensor) -> Tensor:
+        """Log of the weighted mean of the views' softmax probabilities (N, K); the raw logits when the
+        only view is the identity, so identity-only TTA is exactly no TTA."""
+        views = self.views
+        if len(views) == 1:
+            return model(x)
+        n = x.shape[0]
+        stacked = torch.cat([v.apply(x) for v in views])  # (V*N, C, H, W), view-major
+        logits = torch.cat([model(chunk) for chunk in stacked.split(self.max_batch)])
+        probs = logits.float().softmax(-1).view(len(views), n, -1)  # (V, N, K)
+        weights = torch.tensor([v.weight for v in views], device=x.device).view(-1, 1, 1)
+        return (weights * probs).sum(0).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+    def _install(self, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "eval_forward"):
+            raise TypeError("TestTimeAugmentation needs a lit_vision ImageClassifier (eval_forward).")
+        pl_module.eval_forward = lambda x: self.logits(pl_module, x)
+
+    def _remove(self, pl_module: L.LightningModule) -> None:
+        if hasattr(pl_module, "eval_forward"):
+            pl_module.eval_forward = None
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install(pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove(pl_module)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install(pl_module)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove(pl_module)

@@ -1,0 +1,179 @@
+"""Validation media for Weights & Biases: sample grid, confusion matrix, per-class table, gradients.
+
+Metrics are computed on every rank with torchmetrics (``compute()`` syncs them under DDP); only rank zero
+writes to W&B (Lightning's logger methods are ``rank_zero_only``), at the trainer's global step. Without a
+``WandbLogger`` among the trainer's loggers the callback does nothing (and says so once).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+__all__ = ["WandbMediaLogger", "confusion_matrix_figure"]
+
+
+def confusion_matrix_figure(matrix: Tensor, class_names: list[str]) -> Any:
+    """Row-normalized confusion matrix (true x predicted) as a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    norm = matrix.float() / matrix.sum(1, keepdim=True).clamp_min(1)
+    size = max(4.0, 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm.cpu().numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:  # tick labels and cell values stay readable up to ~30 classes
+        ax.set_xticks(range(k), class_names, rotation=90)
+        ax.set_yticks(range(k), class_names)
+        for i in range(k):
+            for j in range(k):
+                v = float(norm[i, j])
+                ax.text(
+                    j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "k"
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    return fig
+
+
+class WandbMediaLogger(L.Callback):
+    """Log validation media to W&B after every validation epoch (not the sanity check).
+
+    Args:
+        num_samples: validation images in the sample grid, captioned ``pred / true``.
+        confusion_matrix: log the row-normalized confusion matrix as an image.
+        per_class_table: log a table of per-class precision, recall, F1 and support.
+        watch: ``gradients``, ``parameters`` or ``all``: histograms via ``WandbLogger.watch``; ``None``: off.
+        watch_log_freq: steps between ``watch`` histograms.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 32,
+        confusion_matrix: bool = True,
+        per_class_table: bool = True,
+        watch: str | None = None,
+        watch_log_freq: int = 100,
+    ) -> None:
+        if watch not in (None, "gradients", "parameters", "all"):
+            raise ValueError(f"watch must be None, 'gradients', 'parameters' or 'all', got {watch!r}")
+        self.num_samples, self.confusion_matrix, self.per_class_table = (
+            num_samples,
+            confusion_matrix,
+            per_class_table,
+        )
+        self.watch, self.watch_log_freq = watch, watch_log_freq
+        self._metrics: MetricCollection | None = None
+        self._samples: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._warned = False
+
+    @staticmethod
+    def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
+        return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self.wandb_logger(trainer)
+        if logger is None:
+            rank_zero_warn(
+                "WandbMediaLogger: no WandbLogger configured (configs/logger/wandb.yaml); nothing logged."
+            )
+        elif self.watch is not None:
+            logger.watch(pl_module, log=self.watch, log_freq=self.watch_log_freq)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        k = pl_module.num_classes
+        self._metrics = MetricCollection(
+            {
+                "confusion": MulticlassConfusionMatrix(k),
+                "precision": MulticlassPrecision(k, average=None),
+                "recall": MulticlassRecall(k, average=None),
+                "f1": MulticlassF1Score(k, average=None),
+            }
+        ).to(pl_module.device)
+        self._samples = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: tuple[Tensor, ...],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._metrics is None or not isinstance(outputs, Tensor):
+            return
+        x, y = batch[0], batch[1]
+        preds = outputs.argmax(-1)
+        self._metrics.update(preds, y)
+        kept = sum(len(s[0]) for s in self._samples)
+        if kept < self.num_samples:
+            take = self.num_samples - kept
+            # back to [0, 1] pixels for display: x * std + mean
+            mean = pl_module.input_mean.view(1, -1, 1, 1)
+            std = pl_module.input_std.view(1, -1, 1, 1)
+            images = (x[:take].float() * std + mean).clamp(0, 1).cpu()
+            self._samples.append((images, preds[:take].cpu(), y[:take].cpu()))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._metrics is None:
+            return
+        values = self._metrics.compute()  # every rank: the states are synced across DDP ranks
+        self._metrics = None
+        logger = self.wandb_logger(trainer)
+        if trainer.sanity_checking or logger is None:
+            return
+        names = list(getattr(pl_module, "class_names", [str(i) for i in range(pl_module.num_classes)]))
+        step = trainer.global_step
+        if self._samples:
+            images = torch.cat([s[0] for s in self._samples])
+            preds = torch.cat([s[1] for s in self._samples])
+            targets = torch.cat([s[2] for s in self._samples])
+            captions = [
+                f"pred: {names[p]} / true: {names[t]}"
+                for p, t in zip(preds.tolist(), targets.tolist(), strict=True)
+            ]
+            # uint8 HWC arrays: unambiguous for wandb.Image (float CHW tensors get rescaled by guesswork)
+            arrays = list((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            logger.log_image("val/samples", arrays, step=step, caption=captions)
+        confusion = values["confusion"]
+        if self.confusion_matrix:
+            import matplotlib.pyplot as plt
+
+            fig = confusion_matrix_figure(confusion, names)
+            logger.log_image("val/confusion_matrix", [fig], step=step)
+            plt.close(fig)
+        if self.per_class_table:
+            support = confusion.sum(1).tolist()
+            rows = [
+                [
+                    names[i],
+                    float(values["precision"][i]),
+                    float(values["recall"][i]),
+                    float(values["f1"][i]),
+                    support[i],
+                ]
+                for i in range(len(names))
+            ]
+            logger.log_table(
+                "val/per_class",
+                columns=["class", "precision", "recall", "f1", "support"],
+                data=rows,
+                step=step,
+            )

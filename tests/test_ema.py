@@ -1,0 +1,171 @@
+"""EMA callback: closed-form average, delayed start, fp32 average under bf16, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_vision.callbacks import EMA
+
+
+class Regressor(L.LightningModule):
+    """Linear + BatchNorm on fixed data: deterministic, tiny, with a buffer to average."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
+        self.seen_in_val: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self(x).float(), y.float())
+
+    def validation_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            self.seen_in_val.append(self.net[0].weight.detach().float().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def loader(n: int = 32, batch: int = 8) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=batch)  # no shuffle: deterministic
+
+
+class Recorder(L.Callback):
+    """Snapshots of every float parameter and buffer after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.states: list[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        tensors = [*pl_module.parameters(), *pl_module.buffers()]
+        self.states.append([t.detach().float().clone() for t in tensors if t.is_floating_point()])
+
+
+def fit(tmp_path: Path, callbacks: list, max_epochs: int = 2, val: bool = False, **kw) -> L.Trainer:
+    L.seed_everything(0, verbose=False)
+    model = kw.pop("model", None) or Regressor()
+    ckpt_path = kw.pop("ckpt_path", None)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        limit_val_batches=1 if val else 0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kw,
+    )
+    trainer.fit(model, loader(), loader() if val else None, ckpt_path=ckpt_path)
+    return trainer
+
+
+def closed_form(states: list[list[torch.Tensor]], decay: float, start: int) -> list[torch.Tensor]:
+    """a_start = w_start, a_t = decay * a_{t-1} + (1 - decay) * w_t for t > start (0-based steps)."""
+    avg = [t.clone() for t in states[start]]
+    for state in states[start + 1 :]:
+        avg = [decay * a + (1 - decay) * w for a, w in zip(avg, state, strict=True)]
+    return avg
+
+
+def float_tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().float() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+
+
+@pytest.mark.parametrize("start", [None, 3])
+def test_average_equals_closed_form_including_bn_buffers(tmp_path: Path, start: int | None) -> None:
+    rec, ema = Recorder(), EMA(decay=0.9, update_starting_at_step=start)
+    trainer = fit(tmp_path, [rec, ema])
+    assert len(rec.states) == trainer.global_step == 8
+    expected = closed_form(rec.states, 0.9, start or 0)
+    for got, want in zip(float_tensors(ema.average_module), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # After fit the model holds the average (BatchNorm running stats included).
+    for got, want in zip(float_tensors(trainer.lightning_module), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # num_batches_tracked is copied, not averaged.
+    assert int(ema.average_module.net[1].num_batches_tracked) == 8
+
+
+def test_delayed_start_never_reached_keeps_trained_weights(tmp_path: Path) -> None:
+    rec, ema = Recorder(), EMA(decay=0.9, update_starting_at_step=1000)
+    trainer = fit(tmp_path, [rec, ema], val=True)
+    model = trainer.lightning_module
+    assert not ema.has_average
+    last = rec.states[-1]
+    # Lightning's callback would validate with, and finally copy in, the untouched initial weights.
+    torch.testing.assert_close(model.seen_in_val[-1], last[0])
+    for got, want in zip(float_tensors(model), last, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_validation_uses_average_and_restores_raw_weights(tmp_path: Path) -> None:
+    rec, ema = Recorder(), EMA(decay=0.5)
+
+    class Check(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if rec.states:  # the weights training continues from are the raw ones, not the average
+                torch.testing.assert_close(pl_module.net[0].weight.detach(), rec.states[-1][0])
+
+    trainer = fit(tmp_path, [rec, ema, Check()], max_epochs=3, val=True)
+    seen = trainer.lightning_module.seen_in_val
+    for epoch, weight in enumerate(seen):
+        steps = rec.states[: 4 * (epoch + 1)]
+        torch.testing.assert_close(weight, closed_form(steps, 0.5, 0)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_average_stays_fp32_under_bf16_true(tmp_path: Path) -> None:
+    rec, ema = Recorder(), EMA(decay=0.99)
+    trainer = fit(tmp_path, [rec, ema], val=True, precision="bf16-true")
+    assert trainer.lightning_module.net[0].weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in ema.average_module.parameters())
+    # 1 - decay = 0.01 steps survive in fp32 (a bf16 average would round most of them away).
+    expected = closed_form(rec.states, 0.99, 0)
+    torch.testing.assert_close(ema.average_module.net[0].weight, expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_holds_average_and_raw_weights(tmp_path: Path) -> None:
+    rec, ema = Recorder(), EMA(decay=0.9)
+    trainer = fit(tmp_path, [rec, ema])
+    path = tmp_path / "x.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    expected = closed_form(rec.states, 0.9, 0)
+    torch.testing.assert_close(ckpt["state_dict"]["net.0.weight"], expected[0], rtol=1e-5, atol=1e-6)
+    assert "current_model_state" in ckpt and "n_averaged" in ckpt["averaging_state"]
+    assert ckpt["callbacks"]["EMA"]["latest_update_step"] == 8
+
+
+def test_resumed_fit_ends_with_same_weights(tmp_path: Path) -> None:
+    straight = EMA(decay=0.8)
+    t1 = fit(tmp_path / "a", [straight], max_epochs=4)
+
+    # last.ckpt is written at the end of epoch 2, before fit's end copies the average into the model
+    first = EMA(decay=0.8)
+    fit(tmp_path / "b", [first, ModelCheckpoint(tmp_path / "ckpts", save_last=True)], max_epochs=2)
+    path = tmp_path / "ckpts" / "last.ckpt"
+    resumed = EMA(decay=0.8)
+    t3 = fit(tmp_path / "c", [resumed], max_epochs=4, ckpt_path=str(path))
+
+    assert t3.global_step == t1.global_step == 16
+    for a, b in zip(
+        float_tensors(straight.average_module), float_tensors(resumed.average_module), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(float_tensors(t1.lightning_module), float_tensors(t3.lightning_module), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert resumed._latest_update_step == straight._latest_update_step == 16

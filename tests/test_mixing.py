@@ -1,0 +1,121 @@
+"""MixUp/CutMix: valid soft targets, CutMix lambda == kept area, loss == lambda-mix of hard losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_vision.callbacks import MixUpCutMix
+from lit_vision.data import CIFARDataModule
+from lit_vision.models import ImageClassifier
+from lit_vision.models.losses import SoftTargetCrossEntropy
+
+
+def batch(n: int = 7, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+@pytest.mark.parametrize("alphas", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_soft_targets_are_distributions_for_odd_batches(mode: str, alphas: tuple[float, float]) -> None:
+    mixer = MixUpCutMix(*alphas, prob=0.8, mode=mode)
+    x, y = batch(n=7)
+    for seed in range(20):
+        mixer.seed(seed)
+        xm, soft = mixer.mix(x, y, 5)
+        assert xm.shape == x.shape
+        if soft.ndim == 1:  # prob < 1: this batch was not mixed at all
+            assert torch.equal(xm, x) and torch.equal(soft, y)
+            continue
+        assert soft.shape == (7, 5) and (soft >= 0).all()
+        torch.testing.assert_close(soft.sum(1), torch.ones(7))
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_cutmix_lambda_is_the_kept_area(mode: str) -> None:
+    n = 9
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16).clone()  # image i == i
+    y = torch.arange(n)  # one class per image: soft[i, i] is the share of image i that was kept
+    mixer = MixUpCutMix(mixup_alpha=0.0, cutmix_alpha=1.0, mode=mode)
+    for seed in range(10):
+        mixer.seed(seed)
+        params = mixer.draw(n, 16, 16)
+        mixer.seed(seed)
+        xm, soft = mixer.mix(x, y, n)
+        for i in range(n):
+            own = (xm[i, 0] == i).float().mean()
+            if params["perm"][i] != i:
+                assert soft[i, i] == pytest.approx(float(own), abs=1e-6)
+                assert soft[i, i] == pytest.approx(float(params["lam"][i]), abs=1e-6)
+                pasted = (xm[i, 0] == params["perm"][i]).float().mean()
+                assert float(own + pasted) == pytest.approx(1.0)  # only x_i and its partner appear
+        if mode == "batch":
+            assert len(set(params["lam"].tolist())) == 1
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_mixup_loss_is_lambda_mix_of_hard_losses(mode: str) -> None:
+    x, y = batch(n=11, k=5)
+    mixer = MixUpCutMix(mixup_alpha=0.4, cutmix_alpha=0.0, mode=mode)
+    mixer.seed(3)
+    p = mixer.draw(11, 8, 8)
+    mixer.seed(3)
+    xm, soft = mixer.mix(x, y, 5)
+    lam, perm = torch.tensor(p["lam"], dtype=torch.float32), torch.from_numpy(p["perm"])
+    torch.testing.assert_close(xm, lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[perm])
+
+    logits = torch.randn(11, 5, generator=torch.Generator().manual_seed(0))
+    per_sample = -(soft * F.log_softmax(logits, -1)).sum(-1)
+    hard = lam * F.cross_entropy(logits, y, reduction="none") + (1 - lam) * F.cross_entropy(
+        logits, y[perm], reduction="none"
+    )
+    torch.testing.assert_close(per_sample, hard)
+    torch.testing.assert_close(SoftTargetCrossEntropy(0.0)(logits, soft), hard.mean())
+    # Smoothing is applied once, by the loss: (1 - eps) * soft + eps / K.
+    eps = 0.1
+    smoothed = -(((1 - eps) * soft + eps / 5) * F.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(SoftTargetCrossEntropy(eps)(logits, soft), smoothed)
+
+
+def test_ranks_draw_different_lambdas_and_seeds_reproduce() -> None:
+    a, b, c = (MixUpCutMix(mode="elem") for _ in range(3))
+    a.seed(0, rank=0)
+    b.seed(0, rank=1)
+    c.seed(0, rank=0)
+    da, db, dc = a.draw(16, 8, 8), b.draw(16, 8, 8), c.draw(16, 8, 8)
+    assert not (da["lam"] == db["lam"]).all()
+    assert (da["lam"] == dc["lam"]).all() and (da["perm"] == dc["perm"]).all()
+
+
+def test_training_mixes_validation_does_not_and_stop_epoch(tiny_folder: Path, tmp_path: Path) -> None:
+    model = ImageClassifier("compact_cifar", num_classes=3, label_smoothing=0.1)
+    seen: list[tuple[bool, int, int]] = []  # (training, epoch, target ndim)
+    forward = model.criterion.forward
+
+    def spy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append((model.training, model.current_epoch, target.ndim))
+        return forward(logits, target)
+
+    model.criterion.forward = spy
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[MixUpCutMix(stop_epoch=2)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=CIFARDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
+    train = [(e, nd) for training, e, nd in seen if training]
+    val = [nd for training, _, nd in seen if not training]
+    assert {nd for e, nd in train if e < 2} == {2}  # soft targets while mixing
+    assert {nd for e, nd in train if e == 2} == {1}  # clean labels from stop_epoch on
+    assert val and set(val) == {1}
+    assert model._train_batch_transforms == []  # removed at teardown

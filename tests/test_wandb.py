@@ -1,0 +1,110 @@
+"""W&B: an offline run (no API key, no network) whose history and media can be read back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wandb
+from helpers import read_wandb_records
+from PIL import Image
+
+from lit_vision.cli import main
+from lit_vision.loggers import WandbLogger, wandb_online_possible
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No API key anywhere (env, ~/.netrc) and no WANDB_MODE: the logger must choose offline itself."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+        # setenv first so that undo removes whatever a run sets later (Lightning sets WANDB_MODE=dryrun)
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+    wandb.teardown()  # wandb caches its settings (the mode) per process: start each test afresh
+
+
+def history_row(record) -> dict:
+    """One history record as a dict; media values arrive flattened as nested keys (key, field)."""
+    row: dict = {}
+    for item in record.history.item:
+        value = json.loads(item.value_json)
+        if item.key:
+            row[item.key] = value
+        else:
+            node = row
+            for part in item.nested_key[:-1]:
+                node = node.setdefault(part, {})
+            node[item.nested_key[-1]] = value
+    return row
+
+
+def wandb_args(tiny_folder: Path, tmp_path: Path) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/cifar10_compact.yaml"),
+        "--config",
+        str(ROOT / "configs/logger/wandb.yaml"),
+        "--config",
+        str(ROOT / "configs/tricks/wandb_media.yaml"),
+        f"--data.data_dir={tiny_folder}",
+        "--data.dataset=imagefolder",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def test_offline_fallback_without_api_key(no_wandb_account: None) -> None:
+    assert not wandb_online_possible()  # no key: decided without touching the network
+
+
+def test_offline_run_history_media_and_config(
+    no_wandb_account: None, tiny_folder: Path, tmp_path: Path
+) -> None:
+    cli = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=3"])
+    assert isinstance(cli.trainer.logger, WandbLogger) and cli.trainer.logger._offline
+    cli.trainer.logger.experiment.finish()  # flush, as the end of a `train.py fit` process does
+    (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    records = read_wandb_records(next(run_dir.glob("run-*.wandb")))
+
+    history = [history_row(r) for r in records if r.WhichOneof("record_type") == "history"]
+    val_acc = [row["val/acc"] for row in history if "val/acc" in row]
+    assert len(val_acc) == 3 and all(0.0 <= a <= 1.0 for a in val_acc)  # one per epoch
+
+    sample_rows = [row["val/samples"] for row in history if "val/samples" in row]
+    assert len(sample_rows) == 3
+    grid = sample_rows[-1]
+    assert grid["_type"] == "images/separated" and grid["count"] == 12  # all 12 validation images
+    path = run_dir / "files" / grid["filenames"][0]
+    with Image.open(path) as img:
+        assert img.size == (32, 32) and img.getextrema() != ((0, 0), (0, 0), (0, 0))
+    assert grid["captions"][0].startswith("pred: class_0") and "/ true: class_0" in grid["captions"][0]
+    assert any("val/confusion_matrix" in row for row in history)
+    table = next(row["val/per_class"] for row in history if "val/per_class" in row)
+    rows = json.loads((run_dir / "files" / table["path"]).read_text())
+    assert rows["columns"] == ["class", "precision", "recall", "f1", "support"] and len(rows["data"]) == 3
+    assert sum(r[4] for r in rows["data"]) == 12
+
+    config_keys = {u.key for r in records if r.WhichOneof("record_type") == "config" for u in r.config.update}
+    assert {"model", "data", "trainer", "wandb_media"} <= config_keys  # the resolved CLI config was sent
+
+
+def test_wandb_mode_disabled_is_respected(
+    no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cli = main(
+        [*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    )
+    assert cli.trainer.state.finished
+    assert not list((tmp_path / "runs").glob("wandb/offline-run-*"))
