@@ -48,11 +48,12 @@ class TestTimeAugmentation(L.Callback):
         translate: shift in pixels for the translated views (``+translate`` and ``-translate`` on both axes,
             of every untranslated view); 0: no translated views.
         translate_weight: total weight of the translated views (the untranslated ones share the rest).
-        max_batch: most images per forward pass (views x batch is chunked to this).
+        max_batch: most images per forward pass (views x batch is chunked to this). 256 keeps activations
+            in CPU caches (measured: 6-view cost 5.97x one forward at 256 vs 6.29x at 2048); raise it on GPU.
     """
 
     def __init__(
-        self, hflip: bool = True, translate: int = 2, translate_weight: float = 0.5, max_batch: int = 2048
+        self, hflip: bool = True, translate: int = 2, translate_weight: float = 0.5, max_batch: int = 256
     ) -> None:
         if translate < 0 or max_batch < 1 or not 0.0 <= translate_weight < 1.0:
             raise ValueError("Need translate >= 0, max_batch >= 1 and 0 <= translate_weight < 1.")
