@@ -6,16 +6,20 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lit_vision.cli import TRICK_KEYS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*.yaml"))
-# configs/logger/* replace the CSV logger: tested in test_wandb.py
+# configs/logger/* replace the CSV logger: tested in test_wandb.py; configs/models/* replace the backbone
 FRAGMENTS = sorted(
-    p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "logger"
+    p.relative_to(ROOT).as_posix()
+    for p in (ROOT / "configs").glob("*/*.yaml")
+    if p.parent.name not in ("logger", "models")
 )
+MODEL_CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "models").glob("*.yaml"))
 TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -89,6 +93,42 @@ def test_fragment_composes_with_base_config(
     assert cli.config.model.optimizer.class_path == "torch.optim.SGD"  # ...and the base's others survive
     assert cli.config.model.backbone_kwargs == {"width": 1.5}
     fit_test_predict(args, tmp_path)
+
+
+def test_every_backbone_has_a_model_config() -> None:
+    from lit_vision.models import list_backbones
+
+    assert {Path(c).stem for c in MODEL_CONFIGS} == set(list_backbones())
+
+
+@pytest.mark.parametrize("model_config", MODEL_CONFIGS)
+def test_model_config_fit_step(model_config: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """One optimizer step of every backbone through the CLI, composed after the default data config."""
+    base = "configs/cifar10_compact.yaml"
+    model_cfg = yaml.safe_load((ROOT / model_config).read_text())["model"]
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / base),
+            "--config",
+            str(ROOT / model_config),
+            *data_args(base, request),
+            *QUIET,
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    # the model config's kwargs replace the base's (compact width 1.5 must not reach another backbone)
+    assert cli.config.fit.model.backbone == model_cfg["backbone"]
+    assert cli.config.fit.model.backbone_kwargs == model_cfg["backbone_kwargs"]
+    if "optimizer" in model_cfg:
+        assert cli.config.fit.model.optimizer.class_path == model_cfg["optimizer"]["class_path"]
+    assert cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss_step"]) and "val/acc" in metrics
 
 
 def test_all_tricks_compose(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -1,8 +1,21 @@
-"""Models: the ``ImageClassifier`` LightningModule and the backbone registry."""
+"""Models: the ``ImageClassifier`` LightningModule, the backbone registry and the model zoo.
 
-from lit_vision.models import compact, resnet  # noqa: F401  (register the zoo)
+``python -m lit_vision.models list`` prints every registered backbone with its size and cost.
+"""
+
+# Importing a family module registers its backbones.
+from lit_vision.models import (  # noqa: F401
+    cbam,
+    cnn,
+    compact,
+    efficientnet,
+    gapawarenet,
+    resnet,
+    transformer,
+)
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.classifier import ImageClassifier
+from lit_vision.models.gapawarenet import class_activation_map
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone, is_backbone, list_backbones, register_backbone
 from lit_vision.models.schedulers import WarmupCosineLR
@@ -12,6 +25,7 @@ __all__ = [
     "ImageClassifier",
     "SoftTargetCrossEntropy",
     "WarmupCosineLR",
+    "class_activation_map",
     "create_backbone",
     "is_backbone",
     "list_backbones",
