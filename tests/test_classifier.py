@@ -103,3 +103,45 @@ def test_compile_and_channels_last_fit(tiny_folder: Path, tmp_path: Path) -> Non
     conv = model.backbone._orig_mod.stem[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert torch.isfinite(t.callback_metrics["val/loss"])
+
+
+def _poison_batch(at: int):
+    """A train-batch transform that turns batch ``at`` of every epoch into NaNs."""
+
+    def transform(module, x, y, batch_idx):
+        return (x * float("nan"), y) if batch_idx == at else (x, y)
+
+    return transform
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoints(tiny_folder: Path, tmp_path: Path) -> None:
+    ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(
+        monitor="val/acc", mode="max", filename="best", save_last=True
+    )
+    model = ImageClassifier("compact_cifar", num_classes=3)
+    t = trainer(tmp_path, max_epochs=1, callbacks=[ckpt_cb])
+    t.fit(model, datamodule=tiny_dm(tiny_folder))
+    best, last = Path(ckpt_cb.best_model_path), Path(ckpt_cb.last_model_path)
+    before = {p: p.read_bytes() for p in (best, last)}
+    torch.load(last, weights_only=True)  # safe loading works: no pathlib objects in the hyperparameters
+
+    model.add_train_batch_transform(_poison_batch(at=2))
+    t2 = trainer(tmp_path, max_epochs=3, callbacks=[ckpt_cb])
+    with pytest.raises(FloatingPointError, match=r"global step 8 \(epoch 1, batch 2 of the epoch\)"):
+        t2.fit(model, datamodule=tiny_dm(tiny_folder), ckpt_path=str(last))
+    assert {p: p.read_bytes() for p in (best, last)} == before  # the last good checkpoints survive
+
+
+def test_nonfinite_loss_skip_steps_over_the_batch(tiny_folder: Path, tmp_path: Path) -> None:
+    model = ImageClassifier("compact_cifar", num_classes=3, nonfinite_loss="skip")
+    model.add_train_batch_transform(_poison_batch(at=2))
+    t = trainer(tmp_path, max_epochs=2)
+    with pytest.warns(UserWarning, match="Non-finite training loss .* optimizer step skipped") as record:
+        t.fit(model, datamodule=tiny_dm(tiny_folder))
+    assert sum("optimizer step skipped" in str(w.message) for w in record) == 2  # batch 2 of both epochs
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN never reached the weights
+
+
+def test_nonfinite_loss_option_is_validated() -> None:
+    with pytest.raises(ValueError, match="nonfinite_loss"):
+        ImageClassifier("compact_cifar", num_classes=3, nonfinite_loss="explode")

@@ -97,7 +97,9 @@ class CIFARDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment == "albumentations" and not albumentations:
             raise ValueError("augment: albumentations needs a pipeline in data.albumentations.")
-        self.save_hyperparameters()
+        # Paths as strings: checkpoints must load with torch.load(weights_only=True), which rejects PosixPath.
+        self.save_hyperparameters(ignore=["data_dir", "cache_dir"])
+        self.hparams.update(data_dir=str(data_dir), cache_dir=None if cache_dir is None else str(cache_dir))
         self.dataset = dataset
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size

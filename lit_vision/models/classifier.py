@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -43,6 +44,10 @@ class ImageClassifier(L.LightningModule):
         class_names: class names in label order (linked from ``data.classes``), stored in checkpoints.
         channels_last: run the backbone in channels-last memory format (faster convs on CPU and GPU).
         compile: wrap the backbone in ``torch.compile``.
+        nonfinite_loss: what a NaN/inf training loss does. ``raise``: stop with an error naming the step,
+            epoch and batch (checkpoints already written are left untouched, so the last good ones survive);
+            ``skip``: skip that batch's optimizer step with a warning (training goes on); ``ignore``: no
+            check (saves one host sync per step on GPU).
     """
 
     def __init__(
@@ -58,11 +63,14 @@ class ImageClassifier(L.LightningModule):
         class_names: list[str] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite_loss: Literal["raise", "skip", "ignore"] = "raise",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
             ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         )
+        if nonfinite_loss not in ("raise", "skip", "ignore"):
+            raise ValueError(f"nonfinite_loss must be 'raise', 'skip' or 'ignore', got {nonfinite_loss!r}")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         if class_names is not None and len(class_names) != num_classes:
@@ -137,12 +145,26 @@ class ImageClassifier(L.LightningModule):
         return logits
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor | None:
         x, y = batch[0], batch[1]
         for _, transform in self._train_batch_transforms:
             x, y = transform(self, x, y, batch_idx)
         logits = self(x)
         loss = self.criterion(logits, y)
+        if self.hparams.nonfinite_loss != "ignore" and not torch.isfinite(loss):
+            where = (
+                f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx} of the epoch)"
+            )
+            if self.hparams.nonfinite_loss == "skip":
+                rank_zero_warn(
+                    f"Non-finite training loss ({loss.item()}) at {where}: optimizer step skipped."
+                )
+                return None  # Lightning skips backward and the optimizer step for this batch
+            raise FloatingPointError(
+                f"Non-finite training loss ({loss.item()}) at {where}. Checkpoints written before this step "
+                "are kept. Try a lower learning rate, gradient clipping (trainer.gradient_clip_val), "
+                "32-true precision, or model.nonfinite_loss=skip to step over such batches."
+            )
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
         self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
