@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from PIL import Image
@@ -113,3 +115,39 @@ def read_wandb_records(path: Path) -> list:
         record.ParseFromString(payload)
         records.append(record)
     return records
+
+
+class RankRecorder(L.Callback):
+    """Writes what this process saw to ``<out_dir>/rank<R>-<stage>.json`` (tests of DDP runs).
+
+    Records the epoch-level ``callback_metrics`` (step values are each rank's own and are left out) and
+    the number of samples this rank processed in each loop, so a test can check the sharding.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.seen: dict[str, int] = {"train": 0, "val": 0, "test": 0}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen["train"] += len(batch[1])
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking:
+            self.seen["val"] += len(batch[1])
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.seen["test"] += len(batch[1])
+
+    def _dump(self, trainer: L.Trainer, stage: str) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+        record = {"world_size": trainer.world_size, "metrics": metrics, "seen": self.seen}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}-{stage}.json").write_text(json.dumps(record))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._dump(trainer, "fit")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._dump(trainer, "test")

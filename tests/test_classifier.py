@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import pickle
+from copy import deepcopy
 from pathlib import Path
 
 import lightning as L
@@ -145,3 +147,22 @@ def test_nonfinite_loss_skip_steps_over_the_batch(tiny_folder: Path, tmp_path: P
 def test_nonfinite_loss_option_is_validated() -> None:
     with pytest.raises(ValueError, match="nonfinite_loss"):
         ImageClassifier("compact_cifar", num_classes=3, nonfinite_loss="explode")
+
+
+def test_copies_leave_callbacks_and_factories_behind() -> None:
+    """EMA deep-copies the module: the copy must not drag the CLI (and its datamodule's images) along
+    through the optimizer factory, nor the callbacks through their hooks."""
+    big = torch.zeros(1000)
+
+    def factory(params):  # like the CLI's, it closes over something large
+        return torch.optim.SGD(params, lr=0.1 + 0 * float(big.sum()))
+
+    model = ImageClassifier("compact_cifar", num_classes=3, optimizer=factory)
+    model.add_train_batch_transform(lambda m, x, y, i: (x, y))
+    model.eval_forward = model.forward
+    copy = deepcopy(model)
+    assert copy.optimizer_factory is None and copy._train_batch_transforms == [] and copy.eval_forward is None
+    assert model.optimizer_factory is factory and len(model._train_batch_transforms) == 1  # original intact
+    for a, b in zip(model.state_dict().values(), copy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    pickle.loads(pickle.dumps(copy))  # and a copy pickles

@@ -105,11 +105,9 @@ class FGSM(L.Callback):
         self.eps, self.adv_every, self.mode = eps, adv_every, mode
         self.test_eps, self.fp32_craft = test_eps, fp32_craft
         self._adv_acc: MulticlassAccuracy | None = None
-        self._trainer: L.Trainer | None = None
 
     # ------------------------------------------------------------------ wiring
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._trainer = trainer
         if stage == "fit":
             if not hasattr(pl_module, "add_train_batch_transform"):
                 raise TypeError("FGSM needs a lit_vision ImageClassifier (add_train_batch_transform).")
@@ -124,7 +122,9 @@ class FGSM(L.Callback):
         if self.fp32_craft:
             with torch.autocast(x.device.type, enabled=False):
                 return fgsm_perturb(module, x.float(), y, eps)
-        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        # the module's own Trainer reference: one kept here would be copied with EMA's copy of the module
+        trainer = module._trainer
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
         x_adv = fgsm_perturb(module, x, y, eps, loss_scale=scale)
         if scale is not None and not bool(torch.isfinite(x_adv).all()):

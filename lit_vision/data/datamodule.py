@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from lit_vision.data.albumentations_pipeline import AlbumentationsTransform, worker_init_fn
 from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
@@ -336,13 +337,36 @@ class CIFARDataModule(L.LightningDataModule):
         assert split is not None
         return split.paths
 
+    def _distributed_sampler(self, dataset: TensorImageDataset, train: bool) -> Sampler | None:
+        """Under DDP: shard without duplicates (Lightning's default sampler pads with repeated samples).
+
+        Training: ``DistributedSampler(drop_last=True)`` drops the < world_size tail instead of repeating
+        samples, so in one epoch every sample is seen at most once across ranks. Evaluation:
+        ``UnrepeatedDistributedSampler`` gives ranks uneven shards, so every sample is counted exactly once
+        (torchmetrics sums the per-rank states; nothing in evaluation needs a collective per step).
+        Predict is left to Lightning, which already uses an unrepeated sampler there.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2:
+            return None
+        if not trainer._accelerator_connector.use_distributed_sampler:
+            return None  # the user asked to shard by hand
+        kwargs = trainer.distributed_sampler_kwargs or {}
+        if train:
+            seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # what Lightning's own sampler would use
+            return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, **kwargs)
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+
     def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
         train = split == "train"
         workers = self.num_workers
+        dataset = self._dataset(split)
+        sampler = self._distributed_sampler(dataset, train) if split != "predict" else None
         return DataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train,  # a tiny last batch would give noisy BN statistics; eval never drops
             num_workers=workers,
             collate_fn=passthrough_collate,

@@ -99,7 +99,9 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # Epoch losses as metrics: averaged over every sample of every rank with one sync at epoch end
+        # (self.log(sync_dist=True) would all-reduce every step).
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 
@@ -107,6 +109,16 @@ class ImageClassifier(L.LightningModule):
         self._train_batch_transforms: list[tuple[int, TrainBatchTransform]] = []
         #: Replaces ``self(x)`` in test and predict when set (test-time augmentation); returns logits.
         self.eval_forward: Callable[[Tensor], Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (EMA's deepcopy, pickling) get no callback hooks and no optimizer/scheduler factories: the
+        # bound methods drag callbacks along, and the CLI's factories hold the whole CLI, so the Trainer,
+        # its processes and the datamodule's in-memory images would be copied too (or fail to pickle).
+        state = super().__getstate__()
+        state["_train_batch_transforms"] = []
+        state["eval_forward"] = None
+        state["optimizer_factory"] = state["scheduler_factory"] = None
+        return state
 
     # ------------------------------------------------------------------ callback hooks
     def add_train_batch_transform(self, fn: TrainBatchTransform, order: int = 0) -> None:
@@ -151,7 +163,7 @@ class ImageClassifier(L.LightningModule):
             x, y = transform(self, x, y, batch_idx)
         logits = self(x)
         loss = self.criterion(logits, y)
-        if self.hparams.nonfinite_loss != "ignore" and not torch.isfinite(loss):
+        if self.hparams.nonfinite_loss != "ignore" and not self._loss_is_finite(loss):
             where = (
                 f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx} of the epoch)"
             )
@@ -167,9 +179,20 @@ class ImageClassifier(L.LightningModule):
             )
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
         self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.train_loss(loss.detach(), weight=len(y))
+        # Same names Lightning gives an on_step + on_epoch log: the step value is this rank's own.
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _loss_is_finite(self, loss: Tensor) -> bool:
+        """Whether the loss is finite on every rank: under DDP all ranks must skip or stop together, or the
+        ones that carry on would wait forever in the gradient all-reduce."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        return bool(finite.item())
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Returns the logits (N, num_classes), for callbacks' ``on_validation_batch_end``."""

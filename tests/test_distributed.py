@@ -1,0 +1,151 @@
+"""DDP: sharding without duplicates, and a real 2-process (gloo, CPU) fit + test through ``train.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import make_imagefolder
+
+from lit_vision.cli import main
+from lit_vision.data import CIFARDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+DDP_CPU = [
+    "--config=configs/trainer/ddp.yaml",
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=2",
+    "--trainer.sync_batchnorm=false",  # SyncBatchNorm needs GPUs
+]
+TRICKS = [f"--config=configs/tricks/{name}.yaml" for name in ("ema", "mixing", "fgsm")]
+# what every rank must agree on (step values such as train/loss_step are each rank's own)
+EPOCH_METRICS = ["train/acc", "train/loss_epoch", "val/acc", "val/loss", "val/acc_best"]
+TEST_METRICS = ["test/acc", "test/acc_top5", "test/loss", "test/adv_acc"]
+
+
+def fake_ddp(dm: CIFARDataModule, rank: int, world_size: int = 2) -> None:
+    """What the datamodule reads of a Trainer when it builds its samplers."""
+    dm.trainer = SimpleNamespace(  # type: ignore[assignment]
+        world_size=world_size,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+        distributed_sampler_kwargs={"num_replicas": world_size, "rank": rank},
+    )
+
+
+def sample_ids(loader: torch.utils.data.DataLoader) -> list[int]:
+    ds = loader.dataset
+    return [int(ds.indices[i]) for batch in loader.batch_sampler for i in batch]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_shards_cover_every_sample_once(tiny_folder: Path, world_size: int) -> None:
+    """Train: disjoint shards, at most world_size - 1 samples dropped (no padding repeats); eval: every
+    sample on exactly one rank, even when the split does not divide evenly."""
+    shards: dict[str, list[list[int]]] = {"train": [], "val": [], "test": []}
+    for rank in range(world_size):
+        dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=2, val_size=13)
+        dm.setup("fit")
+        fake_ddp(dm, rank, world_size)
+        dm.train_dataloader().sampler.set_epoch(1)
+        shards["train"].append(sample_ids(dm.train_dataloader()))
+        shards["val"].append(sample_ids(dm.val_dataloader()))
+        shards["test"].append(sample_ids(dm.test_dataloader()))
+    train_all = [i for shard in shards["train"] for i in shard]
+    assert len(set(train_all)) == len(train_all), "a training sample went to two ranks"
+    n_train = len(dm._train_idx)
+    per_rank = n_train // world_size // 2 * 2  # drop_last in the sampler, then in the batch sampler
+    assert all(len(shard) == per_rank for shard in shards["train"])
+    assert set(train_all) <= set(dm._train_idx.tolist())
+    for split, expected in (("val", dm._val_idx.tolist()), ("test", list(range(len(dm._test))))):
+        merged = sorted(i for shard in shards[split] for i in shard)
+        assert merged == sorted(expected), f"{split}: every sample exactly once across ranks"
+
+
+def test_single_process_keeps_plain_loaders(tiny_folder: Path) -> None:
+    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=4, val_size=13)
+    dm.setup("fit")
+    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    assert isinstance(dm.val_dataloader().sampler, torch.utils.data.SequentialSampler)
+
+
+def run_train(args: list[str], tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    env["OMP_NUM_THREADS"] = "1"  # two processes on a small CI machine: no thread oversubscription
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = tmp_path / f"train-{len(list(tmp_path.glob('train-*.log')))}.log"
+    log.write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"train.py {args[0]} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+
+
+def read_ranks(out: Path, stage: str) -> list[dict]:
+    records = [json.loads((out / f"rank{r}-{stage}.json").read_text()) for r in range(2)]
+    assert all(rec["world_size"] == 2 for rec in records)
+    return records
+
+
+def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> None:
+    """EMA + MixUp/CutMix + FGSM under 2-process DDP: ranks agree on every epoch metric, one set of
+    checkpoints is written, and the DDP test of the best checkpoint equals a single-process test of it."""
+    # 57 training images (44 after the 13 held out), 21 test images: nothing divides evenly
+    data = make_imagefolder(tmp_path / "data", 3, n_train=19, n_test=7)
+    out = tmp_path / "ranks"
+    recorder = json.dumps([{"class_path": "helpers.RankRecorder", "init_args": {"out_dir": str(out)}}])
+    common = [
+        "--data.dataset=imagefolder",
+        f"--data.data_dir={data}",
+        "--data.val_size=13",
+        "--data.batch_size=8",
+        *TRICKS,
+        "--ema.init_args.update_starting_at_step=0",  # the run has 4 steps: average from the first
+        *QUIET,
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
+    run_train(
+        [
+            "fit",
+            *common,
+            *DDP_CPU,
+            "--trainer.logger.init_args.version=ddp",
+            "--trainer.max_epochs=2",
+            f"--trainer.callbacks={recorder}",
+        ],
+        tmp_path,
+    )
+
+    fit = read_ranks(out, "fit")
+    for name in EPOCH_METRICS:
+        assert fit[0]["metrics"][name] == fit[1]["metrics"][name], name
+    # 44 training images: 22 per rank, 2 full batches of 8 each (the 6-image remainders are dropped)
+    assert [rec["seen"]["train"] for rec in fit] == [2 * 16, 2 * 16]
+    assert sum(rec["seen"]["val"] for rec in fit) == 2 * 13  # 2 epochs, every held-out image once
+    ckpt_dir = tmp_path / "runs" / "default" / "ddp" / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+    best = ckpt_dir / "best.ckpt"
+    test_args = ["test", *common, f"--ckpt_path={best}"]
+    run_train([*test_args, *DDP_CPU, f"--trainer.callbacks={recorder}"], tmp_path)
+    ddp_test = read_ranks(out, "test")
+    assert sum(rec["seen"]["test"] for rec in ddp_test) == 21  # 11 + 10: no padding duplicates
+
+    single = main([*test_args, "--trainer.devices=1"])
+    reference = {k: float(v) for k, v in single.trainer.callback_metrics.items()}
+    for name in TEST_METRICS:
+        assert ddp_test[0]["metrics"][name] == ddp_test[1]["metrics"][name], name
+        assert ddp_test[0]["metrics"][name] == pytest.approx(reference[name], abs=1e-6), name
