@@ -2,10 +2,15 @@
 
 Defaults that every run gets, each overridable from YAML or flags:
 
-* ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``,
+* ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``, written atomically,
+* ``interrupt_checkpoint``: ``interrupted.ckpt`` when ``fit`` stops on SIGTERM, Ctrl+C or an error,
 * ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
 * ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
 * ``seed_everything: 0``.
+
+``--ckpt_path last`` picks the newest ``last*.ckpt`` / ``interrupted.ckpt`` of any run directory of this
+experiment (``<save_dir>/<name>/*/checkpoints``): a resumed run writes to a new run directory, so the
+interrupted run's files and logs are never overwritten.
 
 Optional training tricks, each under its own top-level key (off when unset), so that composing several
 ``--config configs/tricks/*.yaml`` files keeps all of them (a later file's ``trainer.callbacks`` list would
@@ -15,21 +20,25 @@ replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_vision.callbacks import (
     EMA,
     FGSM,
     CSVPredictionWriter,
+    InterruptCheckpoint,
     MixUpCutMix,
+    SafeModelCheckpoint,
     TestTimeAugmentation,
     WandbMediaLogger,
 )
@@ -68,7 +77,8 @@ class LitVisionCLI(LightningCLI):
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.channels_last", "model.channels_last")
         # Callbacks under their own keys, so composing configs that set trainer.callbacks keeps them.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SafeModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -97,6 +107,42 @@ class LitVisionCLI(LightningCLI):
         config = self._get(self.config_init, "trainer", default={})
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         return self._instantiate_trainer({**config, **kwargs}, [c for c in extra if c is not None])
+
+    # ------------------------------------------------------------------ --ckpt_path last
+    def _resolve_last_checkpoint(self) -> None:
+        """``ckpt_path: last`` -> the newest last/interrupted checkpoint of this experiment's run dirs.
+
+        Lightning only looks in the new run's own directory, which a fresh CLI run has just created empty.
+        """
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last" or not self.trainer.loggers:
+            return
+        logger = self.trainer.loggers[0]
+        if logger.save_dir is None:
+            return
+        experiment = Path(logger.save_dir) / str(logger.name)
+        dirs = set(experiment.glob("*/checkpoints"))
+        for callback in self.trainer.checkpoint_callbacks:  # explicit checkpoint dirpaths count too
+            if isinstance(callback, SafeModelCheckpoint) and callback.dirpath:
+                dirs.add(Path(callback.dirpath))
+        candidates = [
+            path
+            for folder in dirs
+            for path in folder.glob("*.ckpt")
+            if path.name.startswith("last") or path.name == "interrupted.ckpt"
+        ]
+        if not candidates:
+            rank_zero_warn(
+                f"--ckpt_path last: no last*.ckpt or interrupted.ckpt under {experiment}/*/checkpoints; "
+                "starting from scratch."
+            )
+            config["ckpt_path"] = None
+            return
+        newest = max(candidates, key=lambda p: (p.stat().st_mtime, p.name == "interrupted.ckpt"))
+        rank_zero_info(f"--ckpt_path last: resuming from {newest}")
+        config["ckpt_path"] = os.fspath(newest)
+
+    before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
 
 
 def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:

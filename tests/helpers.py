@@ -151,3 +151,24 @@ class RankRecorder(L.Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._dump(trainer, "test")
+
+
+class StopAt(L.Callback):
+    """Stops ``fit`` after global step ``step``: ``sigterm`` (the process signals itself, as a scheduler or
+    ``kill`` would), ``keyboard`` (Ctrl+C), or ``clean`` (``trainer.should_stop`` at the epoch's end)."""
+
+    def __init__(self, step: int, how: str = "sigterm") -> None:
+        self.step, self.how = step, how
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.how == "sigterm":
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler raises at the next batch
+        elif self.how == "keyboard":
+            raise KeyboardInterrupt
+        else:
+            trainer.should_stop = True

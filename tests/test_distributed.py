@@ -68,10 +68,19 @@ def test_shards_cover_every_sample_once(tiny_folder: Path, world_size: int) -> N
         assert merged == sorted(expected), f"{split}: every sample exactly once across ranks"
 
 
-def test_single_process_keeps_plain_loaders(tiny_folder: Path) -> None:
-    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=4, val_size=13)
+def test_single_process_order_is_a_function_of_the_epoch(tiny_folder: Path) -> None:
+    """One process: every training sample once per epoch, in an order set by (seed, epoch) alone, whatever
+    torch's global RNG did before (what makes a resumed epoch repeat the straight run's)."""
+    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=4, val_size=12)
     dm.setup("fit")
-    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    orders = []
+    for epoch, noise in ((1, 0), (1, 5), (2, 0)):
+        torch.manual_seed(noise)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        orders.append(sample_ids(loader))
+    assert sorted(orders[0]) == sorted(dm._train_idx.tolist())  # 48 images, 12 full batches
+    assert orders[0] == orders[1] != orders[2]
     assert isinstance(dm.val_dataloader().sampler, torch.utils.data.SequentialSampler)
 
 

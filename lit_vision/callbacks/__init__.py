@@ -1,6 +1,7 @@
 """Lightning callbacks of lit_vision: each one a YAML switch (see ``lit_vision.cli``)."""
 
 from lit_vision.callbacks.adversarial import FGSM, fgsm_perturb
+from lit_vision.callbacks.checkpoint import CheckpointWriteError, InterruptCheckpoint, SafeModelCheckpoint
 from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.mixing import MixUpCutMix
 from lit_vision.callbacks.prediction_writer import CSVPredictionWriter
@@ -11,7 +12,10 @@ __all__ = [
     "EMA",
     "FGSM",
     "CSVPredictionWriter",
+    "CheckpointWriteError",
+    "InterruptCheckpoint",
     "MixUpCutMix",
+    "SafeModelCheckpoint",
     "TTAView",
     "TestTimeAugmentation",
     "WandbMediaLogger",

@@ -58,9 +58,13 @@ class MixUpCutMix(L.Callback):
         self.rng = np.random.default_rng(0)
 
     # ------------------------------------------------------------------ wiring
-    def seed(self, seed: int, rank: int = 0) -> None:
-        """Reseed the generator from the global seed and the process rank."""
-        self.rng = np.random.default_rng([seed, rank])
+    def seed(self, seed: int, rank: int = 0, epoch: int = 0) -> None:
+        """Reseed the generator from the global seed, the process rank and the epoch."""
+        self.rng = np.random.default_rng([seed, rank, epoch])
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Per epoch: an epoch's draws do not depend on how the run got there (exact resume).
+        self.seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.global_rank, trainer.current_epoch)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":

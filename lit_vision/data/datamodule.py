@@ -19,10 +19,11 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from lit_vision.data.albumentations_pipeline import AlbumentationsTransform, worker_init_fn
 from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
+from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler
 from lit_vision.data.sources import (
     DatasetError,
     DecodedSplit,
@@ -337,36 +338,45 @@ class CIFARDataModule(L.LightningDataModule):
         assert split is not None
         return split.paths
 
-    def _distributed_sampler(self, dataset: TensorImageDataset, train: bool) -> Sampler | None:
-        """Under DDP: shard without duplicates (Lightning's default sampler pads with repeated samples).
+    def _sampler(self, dataset: TensorImageDataset, train: bool) -> Sampler | None:
+        """The loader's sampler: seeded per epoch for training, duplicate-free shards under DDP.
 
-        Training: ``DistributedSampler(drop_last=True)`` drops the < world_size tail instead of repeating
-        samples, so in one epoch every sample is seen at most once across ranks. Evaluation:
-        ``UnrepeatedDistributedSampler`` gives ranks uneven shards, so every sample is counted exactly once
-        (torchmetrics sums the per-rank states; nothing in evaluation needs a collective per step).
+        Training always uses a ``DistributedSampler`` (one replica when not distributed): its order is a
+        function of (seed, epoch) alone, set by Lightning's ``set_epoch``, so a resumed run sees the same
+        order as a straight one, and ``ResumableDataLoader`` skips what a mid-epoch checkpoint had seen.
+        Under DDP, ``drop_last=True`` drops the < world_size tail instead of padding with repeated samples
+        (Lightning's default), so in one epoch every sample is seen at most once across ranks. Evaluation
+        under DDP: ``UnrepeatedDistributedSampler`` gives ranks uneven shards so every sample is counted
+        exactly once (torchmetrics sums the per-rank states; evaluation needs no collective per step).
         Predict is left to Lightning, which already uses an unrepeated sampler there.
         """
         trainer = self.trainer
-        if trainer is None or trainer.world_size < 2:
-            return None
-        if not trainer._accelerator_connector.use_distributed_sampler:
-            return None  # the user asked to shard by hand
-        kwargs = trainer.distributed_sampler_kwargs or {}
+        kwargs: dict[str, int] = {"num_replicas": 1, "rank": 0}
+        if trainer is not None and trainer.world_size > 1:
+            if not trainer._accelerator_connector.use_distributed_sampler:
+                return None  # the user asked to shard by hand
+            kwargs = dict(trainer.distributed_sampler_kwargs or {})
         if train:
             seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # what Lightning's own sampler would use
-            return DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True, **kwargs)
-        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+            return ResumableSampler(dataset, shuffle=True, seed=seed, drop_last=True, **kwargs)
+        if kwargs["num_replicas"] > 1:
+            return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+        return None
 
     def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
         train = split == "train"
         workers = self.num_workers
         dataset = self._dataset(split)
-        sampler = self._distributed_sampler(dataset, train) if split != "predict" else None
-        return DataLoader(
+        sampler = self._sampler(dataset, train) if split != "predict" else None
+        seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
+        return loader_cls(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
+            # its own generator: starting an epoch's iterator draws no number from torch's global RNG
+            generator=torch.Generator().manual_seed(seed),
             drop_last=train,  # a tiny last batch would give noisy BN statistics; eval never drops
             num_workers=workers,
             collate_fn=passthrough_collate,

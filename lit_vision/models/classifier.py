@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -48,6 +51,10 @@ class ImageClassifier(L.LightningModule):
             epoch and batch (checkpoints already written are left untouched, so the last good ones survive);
             ``skip``: skip that batch's optimizer step with a warning (training goes on); ``ignore``: no
             check (saves one host sync per step on GPU).
+        reseed_every_epoch: reseed torch, numpy and random at the start of every training epoch from (the
+            run's seed, the epoch, the rank): shuffling, crops and dropout of an epoch do not depend on how
+            the run got there, so ``fit`` resumed from an end-of-epoch checkpoint repeats the straight run
+            exactly.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         nonfinite_loss: Literal["raise", "skip", "ignore"] = "raise",
+        reseed_every_epoch: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -145,6 +153,16 @@ class ImageClassifier(L.LightningModule):
         if datamodule is not None and getattr(datamodule, "_mean", None) is not None:
             self.input_mean.copy_(torch.as_tensor(datamodule.mean))
             self.input_std.copy_(torch.as_tensor(datamodule.std))
+
+    def on_train_epoch_start(self) -> None:
+        if not self.hparams.reseed_every_epoch:
+            return
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything (the CLI's default: 0)
+        state = np.random.SeedSequence([seed, self.current_epoch, self.global_rank]).generate_state(2)
+        # Before the train loader is iterated: its RandomSampler draws the epoch's order from torch's RNG.
+        torch.manual_seed(int(state[0]))  # CPU and every CUDA device
+        np.random.seed(int(state[1]))
+        random.seed(int(state[1]))
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalized images (N, 3, H, W) -> logits (N, num_classes)."""

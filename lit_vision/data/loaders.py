@@ -1,0 +1,60 @@
+"""A training DataLoader that resumes mid-epoch where it stopped.
+
+Lightning saves the ``state_dict`` of a train loader that has one in every checkpoint and restores it
+before the loader is iterated again (the protocol of ``torchdata``'s ``StatefulDataLoader``). Ours records
+how many batches of the current epoch it has handed out; restored from a mid-epoch checkpoint (SIGTERM,
+Ctrl+C, a crash), the next epoch iterator starts after them, so the resumed run sees exactly the batches the
+interrupted run had not seen yet, in the same (seed, epoch)-determined order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, DistributedSampler
+
+__all__ = ["ResumableDataLoader", "ResumableSampler"]
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (order set by seed and epoch) that can start part-way into its epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0  # samples of this rank's shard to skip on the next iteration
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        start, self.start = self.start, 0  # one-shot: later epochs start at the beginning
+        return iter(indices[start:])
+
+
+class ResumableDataLoader(DataLoader):
+    """``DataLoader`` over a ``ResumableSampler`` with ``state_dict``/``load_state_dict`` (see module doc).
+
+    ``len()`` stays the full epoch's batch count: Lightning counts the batches done before the stop itself.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError("ResumableDataLoader needs a ResumableSampler.")
+        self._served = 0
+        self._epoch = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        # batches of this epoch served before a resume count as served: a second stop must know them
+        self._served, self._epoch = self.sampler.start // (self.batch_size or 1), self.sampler.epoch
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches_served": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        served = int(state.get("batches_served", 0))
+        if 0 < served < len(self):  # a mid-epoch checkpoint; an end-of-epoch one resumes at a new epoch
+            self.sampler.start = served * (self.batch_size or 1)
+            self._served = served

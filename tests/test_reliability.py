@@ -1,0 +1,149 @@
+"""Stops, resumes and failed writes: nothing lost, nothing silently different."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_vision.callbacks import CheckpointWriteError
+from lit_vision.cli import main
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 8
+
+
+def base_args(data: Path, runs: Path) -> list[str]:
+    return [
+        "--data.dataset=imagefolder",
+        f"--data.data_dir={data}",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        *QUIET,
+    ]
+
+
+def stop_at(step: int, how: str) -> str:
+    return "--trainer.callbacks=" + json.dumps(
+        [{"class_path": "helpers.StopAt", "init_args": {"step": step, "how": how}}]
+    )
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(("how", "raised"), [("sigterm", SIGTERMException), ("keyboard", SystemExit)])
+def test_stop_mid_epoch_saves_and_last_resumes(
+    tiny_folder: Path, tmp_path: Path, how: str, raised: type[BaseException]
+) -> None:
+    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=3"]
+    with pytest.raises(raised):
+        main([*args, stop_at(8, how)])  # mid-epoch 1 (steps 7..12)
+    first = tmp_path / "runs" / "default" / "version_0"
+    interrupted = first / "checkpoints" / "interrupted.ckpt"
+    state = torch.load(interrupted, weights_only=True)
+    assert state["global_step"] == 8 and state["epoch"] == 1
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_served": 2}]
+    last_before = (first / "checkpoints" / "last.ckpt").read_bytes()  # end of epoch 0
+    metrics_before = (first / "metrics.csv").read_text()
+
+    resumed = main([*args, "--ckpt_path=last"])
+    assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH  # the 4 batches left in epoch 1, then epoch 2
+    second = Path(resumed.trainer.log_dir)
+    assert second.name == "version_1"  # a new run directory: the interrupted run's files are untouched
+    assert (first / "checkpoints" / "last.ckpt").read_bytes() == last_before
+    assert (first / "metrics.csv").read_text() == metrics_before
+    assert not (second / "checkpoints" / "interrupted.ckpt").exists()  # completed: nothing stale
+    assert [int(float(r["epoch"])) for r in rows(second / "metrics.csv") if r["val/acc"]] == [1, 2]
+
+
+def test_ckpt_path_last_without_checkpoints_starts_fresh(tiny_folder: Path, tmp_path: Path) -> None:
+    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=1"]
+    with pytest.warns(UserWarning, match="no last\\*.ckpt or interrupted.ckpt under"):
+        cli = main([*args, "--ckpt_path=last"])
+    assert cli.trainer.global_step == STEPS_PER_EPOCH
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def test_resume_at_epoch_end_is_exact(tiny_folder: Path, tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch, stop, resume, 1 epoch: weights, EMA weights, optimizer state, LR
+    schedule position and logged metrics, with MixUp/CutMix, EMA, dropout-free crops/flips and OneCycle."""
+    args = [
+        "fit",
+        "--config=configs/cifar10_compact.yaml",  # SGD + OneCycleLR stepped per batch
+        *base_args(tiny_folder, tmp_path / "runs"),
+        "--config=configs/tricks/ema.yaml",
+        "--ema.init_args.update_starting_at_step=2",
+        "--config=configs/tricks/mixing.yaml",
+        "--trainer.max_epochs=2",
+        "--trainer.logger.init_args.name=exact",
+    ]
+    straight = Path(main(args).trainer.log_dir)
+    with pytest.raises(SystemExit):  # Ctrl+C right after epoch 0's last step and its checkpoint
+        main([*args, stop_at(STEPS_PER_EPOCH + 1, "keyboard")])
+    epoch_end = straight.parent / "version_1" / "checkpoints" / "last.ckpt"
+    assert torch.load(epoch_end, weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    resumed = Path(main([*args, f"--ckpt_path={epoch_end}"]).trainer.log_dir)
+
+    a, b = final_state(straight), final_state(resumed)
+    assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH
+    # with EMA, state_dict holds the average and current_model_state the raw weights
+    for part in ("state_dict", "current_model_state"):
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=f"{part}: {key}")
+    assert a["callbacks"]["EMA"] == b["callbacks"]["EMA"]
+    torch.testing.assert_close(a["averaging_state"], b["averaging_state"], rtol=0, atol=0)
+    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    for idx in opt_a:
+        for name in opt_a[idx]:
+            torch.testing.assert_close(opt_a[idx][name], opt_b[idx][name], rtol=0, atol=0)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+    def epoch1(run: Path) -> dict[str, str]:
+        return next(r for r in rows(run / "metrics.csv") if r["val/acc"] and int(float(r["epoch"])) == 1)
+
+    keys = ["val/acc", "val/loss", "val/acc_best"]
+    assert {k: epoch1(straight)[k] for k in keys} == {k: epoch1(resumed)[k] for k in keys}
+    train_a = [r for r in rows(straight / "metrics.csv") if r["train/loss_epoch"]][-1]
+    train_b = [r for r in rows(resumed / "metrics.csv") if r["train/loss_epoch"]][-1]
+    assert train_a["train/loss_epoch"] == train_b["train/loss_epoch"]
+
+
+def test_same_seed_twice_same_metrics(tiny_folder: Path, tmp_path: Path) -> None:
+    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=2"]
+    runs = [Path(main(args).trainer.log_dir) for _ in range(2)]
+    first, second = (rows(run / "metrics.csv") for run in runs)
+    assert first == second and any(r["val/acc"] for r in first)
+
+
+def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """A write that fails half-way (ENOSPC) leaves best.ckpt/last.ckpt as they were, and says so."""
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.logger.init_args.version=v"]
+    main([*args, "--trainer.max_epochs=1"])
+    ckpts = tmp_path / "runs" / "default" / "v" / "checkpoints"
+    before = {name: (ckpts / name).read_bytes() for name in ("best.ckpt", "last.ckpt")}
+
+    def full_disk(checkpoint, path) -> None:
+        Path(path).write_bytes(b"half a checkpoint")  # the write got this far
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", full_disk)
+    full = r"Could not write checkpoint .*(best|last)\.ckpt: the disk is full.*is left intact"
+    with pytest.raises(CheckpointWriteError, match=full):
+        main([*args, "--trainer.max_epochs=2", f"--ckpt_path={ckpts / 'last.ckpt'}"])
+    for name, data in before.items():
+        assert (ckpts / name).read_bytes() == data, f"{name} was changed by the failed run"
+    assert not list(ckpts.glob("*.tmp"))
