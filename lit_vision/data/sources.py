@@ -103,6 +103,14 @@ def load_torchvision_cifar(dataset: str, data_dir: Path, train: bool) -> Decoded
         ) from err
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
     targets = torch.as_tensor(ds.targets, dtype=torch.int64)
+    bad = ((targets < 0) | (targets >= len(ds.classes))).nonzero().flatten()
+    if len(bad):
+        raise DatasetError(
+            f"torchvision's {dataset} {split} files under {data_dir / TORCHVISION_FOLDERS[dataset]} hold "
+            f"{len(bad)} labels outside 0..{len(ds.classes) - 1} (first: image {int(bad[0])} has label "
+            f"{int(targets[bad[0]])}). The files are corrupted or not {dataset}: delete that folder to "
+            "download again."
+        )
     return DecodedSplit(images, targets, list(ds.classes), [f"{split}/{i}" for i in range(len(targets))])
 
 
@@ -126,12 +134,13 @@ def find_image_files(split_dir: Path) -> tuple[list[str], list[Path], list[int]]
     classes = list_class_dirs(split_dir)
     files: list[Path] = []
     labels: list[int] = []
+    skipped: list[Path] = []
     for label, name in enumerate(classes):
-        class_files = sorted(
-            p
-            for p in (split_dir / name).rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
+        class_files = []
+        for p in sorted((split_dir / name).rglob("*")):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            (class_files if p.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(p)
         if not class_files:
             raise DatasetError(
                 f"Class folder {split_dir / name} holds no images "
@@ -139,6 +148,12 @@ def find_image_files(split_dir: Path) -> tuple[list[str], list[Path], list[int]]
             )
         files += class_files
         labels += [label] * len(class_files)
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} non-image file(s) in {split_dir} (e.g. {skipped[0]}); image extensions: "
+            f"{', '.join(IMAGE_EXTENSIONS)}.",
+            stacklevel=2,
+        )
     return classes, files, labels
 
 

@@ -164,6 +164,22 @@ class ImageClassifier(L.LightningModule):
         np.random.seed(int(state[1]))
         random.seed(int(state[1]))
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another architecture with a message, not a page of missing keys."""
+        saved = checkpoint.get("hyper_parameters", {})
+        mine = {k: self.hparams.get(k) for k in ("backbone", "num_classes", "backbone_kwargs")}
+        theirs = {k: saved.get(k) for k in mine}
+        if isinstance(mine["backbone"], str) and any(
+            k in saved and theirs[k] != mine[k] for k in ("backbone", "num_classes")
+        ):
+            raise ValueError(
+                f"The checkpoint was trained with backbone={theirs['backbone']!r}, "
+                f"num_classes={theirs['num_classes']} (backbone_kwargs={theirs['backbone_kwargs']}); this "
+                f"run builds backbone={mine['backbone']!r}, num_classes={mine['num_classes']}. Use the "
+                "config the checkpoint was trained with (its run directory holds config.yaml), or, to train "
+                "it on other classes, load it as pretrained weights instead of --ckpt_path."
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         """Normalized images (N, 3, H, W) -> logits (N, num_classes)."""
         logits = self.backbone(x)
