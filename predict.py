@@ -1,13 +1,11 @@
-"""Predict with a trained checkpoint: ``python predict.py --config configs/X.yaml --ckpt_path CKPT``.
+"""Predict on image files, folders or dataset splits with one or more checkpoints.
 
-Runs the CLI's ``predict`` subcommand; the CSV of predictions lands in the checkpoint's run directory.
-(A checkpoint-only predictor for arbitrary image files is planned in the prediction issue.)
+``python predict.py --ckpt runs/x/version_0/checkpoints/best.ckpt IMAGES_OR_FOLDERS --out preds.csv``
+(``python predict.py --help``). The CLI's ``python train.py predict --config ... --ckpt_path ...`` predicts on
+the datamodule's split instead.
 """
 
-import sys
-
-from lit_vision.cli import run
+from lit_vision.predict import main
 
 if __name__ == "__main__":
-    sys.argv.insert(1, "predict")
-    run()
+    main()

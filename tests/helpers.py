@@ -152,6 +152,10 @@ class RankRecorder(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         self._dump(trainer, "test")
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":  # the validate subcommand (fit's validations are in "fit")
+            self._dump(trainer, "validate")
+
 
 class StopAt(L.Callback):
     """Stops ``fit`` after global step ``step``: ``sigterm`` (the process signals itself, as a scheduler or

@@ -111,7 +111,7 @@ def read_ranks(out: Path, stage: str) -> list[dict]:
 
 def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> None:
     """EMA + MixUp/CutMix + FGSM under 2-process DDP: ranks agree on every epoch metric, one set of
-    checkpoints is written, and the DDP test of the best checkpoint equals a single-process test of it."""
+    checkpoints is written, and DDP test/validate of the best checkpoint equal single-process runs of it."""
     # 57 training images (44 after the 13 held out), 21 test images: nothing divides evenly
     data = make_imagefolder(tmp_path / "data", 3, n_train=19, n_test=7)
     out = tmp_path / "ranks"
@@ -158,3 +158,12 @@ def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> No
     for name in TEST_METRICS:
         assert ddp_test[0]["metrics"][name] == ddp_test[1]["metrics"][name], name
         assert ddp_test[0]["metrics"][name] == pytest.approx(reference[name], abs=1e-6), name
+
+    validate_args = ["validate", *common, f"--ckpt_path={best}"]
+    run_train([*validate_args, *DDP_CPU, f"--trainer.callbacks={recorder}"], tmp_path)
+    ddp_val = read_ranks(out, "validate")
+    assert sum(rec["seen"]["val"] for rec in ddp_val) == 13
+    single_val = main([*validate_args, "--trainer.devices=1"]).trainer.callback_metrics
+    for name in ("val/acc", "val/loss"):
+        assert ddp_val[0]["metrics"][name] == ddp_val[1]["metrics"][name], name
+        assert ddp_val[0]["metrics"][name] == pytest.approx(float(single_val[name]), abs=1e-6), name

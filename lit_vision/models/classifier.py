@@ -99,6 +99,8 @@ class ImageClassifier(L.LightningModule):
         # in checkpoints so prediction and export need no dataset.
         self.register_buffer("input_mean", torch.zeros(3))
         self.register_buffer("input_std", torch.ones(3))
+        #: side of the square training images in pixels (set from the datamodule, saved in checkpoints)
+        self.input_size = 32
 
         top5 = min(5, num_classes)
         # Training accuracy is updated every step: skip torchmetrics' input validation there (a few ms per
@@ -153,6 +155,13 @@ class ImageClassifier(L.LightningModule):
         if datamodule is not None and getattr(datamodule, "_mean", None) is not None:
             self.input_mean.copy_(torch.as_tensor(datamodule.mean))
             self.input_std.copy_(torch.as_tensor(datamodule.std))
+        decoded = getattr(datamodule, "_train_full", None)
+        if decoded is not None:
+            self.input_size = int(decoded.images.shape[-1])  # square training images (S, S)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What prediction and export need besides the weights and hparams: the training image size.
+        checkpoint["lit_vision"] = {"input_size": self.input_size}
 
     def on_train_epoch_start(self) -> None:
         if not self.hparams.reseed_every_epoch:
@@ -166,6 +175,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with a message, not a page of missing keys."""
+        self.input_size = int(checkpoint.get("lit_vision", {}).get("input_size", self.input_size))
         saved = checkpoint.get("hyper_parameters", {})
         mine = {k: self.hparams.get(k) for k in ("backbone", "num_classes", "backbone_kwargs")}
         theirs = {k: saved.get(k) for k in mine}

@@ -1,0 +1,115 @@
+"""Predict on any images with checkpoints: ``python predict.py --ckpt best.ckpt INPUTS --out p.csv``.
+
+INPUTS are image files, folders (recursive; a folder of class folders named like the checkpoint's classes is
+read as labelled), or dataset splits such as ``cifar10:test`` (read from ``--data-dir``). The CSV has one row
+per input: ``index, path, target, prediction, confidence, error, prob_<class>...``; class names come from the
+checkpoint. Several ``--ckpt`` average their probabilities (an ensemble); ``--tta`` averages flipped and
+translated views. Unreadable files get an ``error`` and the run goes on. With labels, the accuracy is printed
+and written to ``<out>.summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from lit_vision.callbacks.prediction_writer import FilePredictionWriter
+from lit_vision.data.files import PredictDataset, collect_inputs
+from lit_vision.data.sources import DatasetError
+from lit_vision.models.ensemble import Ensemble, load_classifier
+
+__all__ = ["build_parser", "main", "predict"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", help="image files, folders, or dataset splits (cifar10:test)")
+    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint; repeat for an ensemble")
+    parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    parser.add_argument("--tta", action="store_true", help="average over flipped/translated views")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="decoding processes (default: min(4, CPUs); 0: inline)"
+    )
+    parser.add_argument("--data-dir", default="data", help="root of dataset splits: <data-dir>/<name>")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    parser.add_argument("--devices", default="1", help="devices (Lightning); >1 runs DDP, same output")
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPU (Lightning)")
+    return parser
+
+
+def predict(
+    checkpoints: Sequence[str | Path],
+    inputs: Sequence[str],
+    out: str | Path,
+    tta: bool = False,
+    batch_size: int = 256,
+    num_workers: int | None = None,
+    data_dir: str | Path = "data",
+    **trainer_kwargs: Any,
+) -> dict[str, Any]:
+    """Write the prediction CSV; return the summary (images, failed, labelled, accuracy)."""
+    ensemble = Ensemble([load_classifier(c) for c in checkpoints], tta=tta)
+    data_root = Path(data_dir)
+    items = collect_inputs(inputs, ensemble.class_names, data_root)
+    dataset = PredictDataset(items, ensemble.input_size)
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
+    )
+    writer = FilePredictionWriter(out, [it.path for it in items], ensemble.class_names)
+    trainer_kwargs = {
+        "logger": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": len(items) > 10 * batch_size,
+        **trainer_kwargs,
+    }
+    trainer = L.Trainer(callbacks=[writer], **trainer_kwargs)
+    trainer.predict(ensemble, loader, return_predictions=False)
+    summary = {**writer.summary, "checkpoints": [str(c) for c in checkpoints], "tta": tta, "csv": str(out)}
+    if trainer.is_global_zero:
+        Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = predict(
+            args.ckpt,
+            args.inputs,
+            args.out,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            data_dir=args.data_dir,
+            accelerator=args.accelerator,
+            devices=_devices(args.devices),
+            precision=args.precision,
+        )
+    except (DatasetError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    line = f"{summary['images']} images -> {args.out}; {summary['failed']} could not be read"
+    if summary["accuracy"] is not None:
+        line += f"; accuracy {100 * summary['accuracy']:.2f}% on {summary['labelled']} labelled images"
+    print(line)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
