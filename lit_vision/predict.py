@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-workers", type=int, default=None, help="decoding processes (default: min(4, CPUs); 0: inline)"
     )
-    parser.add_argument("--data-dir", default="data", help="root of dataset splits: <data-dir>/<name>")
+    parser.add_argument(
+        "--data-dir", default=None, help="dataset folder for cifar10:test etc. (default: data/<name>)"
+    )
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     parser.add_argument("--devices", default="1", help="devices (Lightning); >1 runs DDP, same output")
     parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPU (Lightning)")
@@ -55,13 +57,12 @@ def predict(
     tta: bool = False,
     batch_size: int = 256,
     num_workers: int | None = None,
-    data_dir: str | Path = "data",
+    data_dir: str | Path | None = None,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     """Write the prediction CSV; return the summary (images, failed, labelled, accuracy)."""
     ensemble = Ensemble([load_classifier(c) for c in checkpoints], tta=tta)
-    data_root = Path(data_dir)
-    items = collect_inputs(inputs, ensemble.class_names, data_root)
+    items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
     dataset = PredictDataset(items, ensemble.input_size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = DataLoader(

@@ -23,6 +23,7 @@ from lit_vision.data.sources import (
     IMAGE_EXTENSIONS,
     DatasetError,
     _decode,
+    default_cache_dir,
     detect_layout,
     load_imagefolder_split,
     load_torchvision_cifar,
@@ -41,13 +42,12 @@ class PredictItem:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and not p.is_symlink()
-    )
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def _dataset_split(spec: str, data_dir: Path, classes: Sequence[str]) -> list[PredictItem]:
+def _dataset_split(spec: str, data_dir: Path | None, classes: Sequence[str]) -> list[PredictItem]:
     name, _, split = spec.partition(":")
+    data_dir = Path(data_dir) if data_dir is not None else Path("data") / name  # the CLI's default
     if split not in ("train", "test"):
         raise DatasetError(f"{spec!r}: a dataset split is <cifar10|cifar100>:<train|test>.")
     layout = detect_layout(name, data_dir)
@@ -59,7 +59,7 @@ def _dataset_split(spec: str, data_dir: Path, classes: Sequence[str]) -> list[Pr
     if layout == "torchvision":
         decoded = load_torchvision_cifar(name, data_dir, train=split == "train")
     else:
-        decoded = load_imagefolder_split(data_dir / split, Path(data_dir) / ".lit_vision_cache")
+        decoded = load_imagefolder_split(data_dir / split, default_cache_dir())
     if list(decoded.classes) != list(classes):
         raise DatasetError(
             f"{spec} has {len(decoded.classes)} classes ({', '.join(decoded.classes[:5])}, ...) but the "
@@ -72,10 +72,13 @@ def _dataset_split(spec: str, data_dir: Path, classes: Sequence[str]) -> list[Pr
     ]
 
 
-def collect_inputs(inputs: Sequence[str], classes: Sequence[str], data_dir: Path) -> list[PredictItem]:
+def collect_inputs(
+    inputs: Sequence[str], classes: Sequence[str], data_dir: Path | None = None
+) -> list[PredictItem]:
     """Expand the command line's inputs into items, in order.
 
-    * ``cifar10:test`` / ``cifar100:train``...: the dataset split from ``data_dir`` (labelled);
+    * ``cifar10:test`` / ``cifar100:train``...: the dataset split from ``data_dir`` (default
+      ``data/<name>``; torchvision's files, downloaded when missing, or an ImageFolder copy), labelled;
     * a folder whose sub-folders are all class names of the checkpoint (an ImageFolder ``test/``): every file
       below, labelled by its class folder;
     * any other folder: every file below (recursively), unlabelled; non-image extensions are skipped;
@@ -136,9 +139,8 @@ class PredictDataset(Dataset):
                         f"is {img.shape[-1]}x{img.shape[-2]}, the model takes {self.image_size}"
                     )
             else:
-                img = (
-                    torch.from_numpy(_decode(Path(item.path), self.image_size)).permute(2, 0, 1).contiguous()
-                )
+                array = _decode(Path(item.path), self.image_size).copy()  # PIL hands out read-only memory
+                img = torch.from_numpy(array).permute(2, 0, 1).contiguous()
             return img, target, i, ""
         except DatasetError as err:
             message = (

@@ -1,0 +1,222 @@
+"""predict.py: any input a user has, ensembles, TTA, error rows, labelled accuracy, mismatched checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import class_image, make_imagefolder
+from PIL import Image
+
+from lit_vision.callbacks.prediction_writer import FilePredictionWriter
+from lit_vision.cli import main as cli_main
+from lit_vision.data.files import PredictDataset, collect_inputs
+from lit_vision.models.ensemble import Ensemble, load_classifier
+from lit_vision.predict import main
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def train(
+    root: Path, out: Path, cache: Path, seed: int, epochs: int = 3, extra: list[str] | None = None
+) -> Path:
+    cli = cli_main(
+        [
+            "fit",
+            f"--data.data_dir={root}",
+            "--data.dataset=imagefolder",
+            "--data.val_size=12",
+            "--data.batch_size=8",
+            f"--data.cache_dir={cache}",
+            f"--seed_everything={seed}",
+            f"--trainer.max_epochs={epochs}",
+            f"--trainer.logger.init_args.save_dir={out}",
+            "--model.optimizer=torch.optim.Adam",
+            "--model.optimizer.lr=0.01",
+            *QUIET,
+            *(extra or []),
+        ]
+    )
+    return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two 3-class checkpoints (different seeds) on a learnable tiny ImageFolder dataset."""
+    base = tmp_path_factory.mktemp("predict")
+    data = make_imagefolder(base / "data", 3, n_train=20, n_test=6)
+    return {
+        "data": data,
+        "a": train(data, base / "runs", base / "cache", seed=0),
+        "b": train(data, base / "runs", base / "cache", seed=1),
+    }
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def probs_of(row: dict[str, str], classes: list[str]) -> np.ndarray:
+    return np.array([float(row[f"prob_{c}"]) for c in classes])
+
+
+def test_labelled_folder_csv_and_accuracy(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    summary = main(["--ckpt", str(trained["a"]), str(trained["data"] / "test"), "--out", str(out)])
+    table = rows(out)
+    classes = load_classifier(trained["a"]).class_names
+    assert classes == ["class_00", "class_01", "class_02"]  # from the checkpoint
+    assert len(table) == 18 and [int(r["index"]) for r in table] == list(range(18))
+    assert list(table[0])[:6] == ["index", "path", "target", "prediction", "confidence", "error"]
+    for r in table:
+        p = probs_of(r, classes)
+        assert p.sum() == pytest.approx(1.0, abs=1e-5) and float(r["confidence"]) == pytest.approx(
+            p.max(), abs=1e-6
+        )
+        assert r["target"] == Path(r["path"]).parent.name and r["prediction"] == classes[int(p.argmax())]
+    correct = sum(r["target"] == r["prediction"] for r in table)
+    assert summary["labelled"] == 18 and summary["accuracy"] == pytest.approx(correct / 18)
+    assert summary["accuracy"] > 0.6  # the task is learnable: the pipeline matches training's preprocessing
+    assert json.loads(out.with_suffix(".summary.json").read_text())["accuracy"] == summary["accuracy"]
+
+
+def test_any_image_a_user_might_have(trained: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mixed"
+    (folder / "nested").mkdir(parents=True)
+    rgb = class_image(1, rng, 32)
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((32, 32), 200, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(folder / "nested" / "palette.png")
+    Image.fromarray(rng.integers(0, 65535, (32, 32), dtype=np.uint16)).save(folder / "deep16.png")
+    Image.fromarray(np.kron(rgb, np.ones((3, 2, 1), np.uint8))).save(folder / "big.jpg", quality=95)  # 64x96
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "readme.txt").write_text("skipped: not an image extension")
+    # EXIF orientation 6 (rotate 90 degrees clockwise to display): stored sideways
+    upright = class_image(2, rng, 32)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(upright, k=1).copy()).save(folder / "exif.jpg", exif=exif, quality=100)
+    Image.fromarray(upright).save(tmp_path / "upright.jpg", quality=100)
+
+    out = tmp_path / "preds.csv"
+    summary = main(
+        ["--ckpt", str(trained["a"]), str(folder), str(tmp_path / "upright.jpg"), "--out", str(out)]
+    )
+    table = {Path(r["path"]).name: r for r in rows(out)}
+    assert set(table) == {
+        "gray.png", "rgba.png", "palette.png", "deep16.png", "big.jpg", "empty.png", "notes.jpg", "exif.jpg",
+        "upright.jpg",
+    }  # fmt: skip
+    assert summary == {**summary, "images": 9, "failed": 2, "labelled": 0, "accuracy": None}
+    for bad in ("empty.png", "notes.jpg"):
+        assert table[bad]["error"] and table[bad]["prediction"] == "" and table[bad]["prob_class_00"] == ""
+    for good in set(table) - {"empty.png", "notes.jpg"}:
+        assert table[good]["error"] == "" and table[good]["prediction"]
+    classes = ["class_00", "class_01", "class_02"]
+    # the EXIF-rotated file is predicted as the upright image (JPEG noise aside)
+    np.testing.assert_allclose(
+        probs_of(table["exif.jpg"], classes), probs_of(table["upright.jpg"], classes), atol=0.05
+    )
+
+
+def test_ensemble_is_the_mean_of_its_members(trained: dict[str, Path], tmp_path: Path) -> None:
+    test_dir = str(trained["data"] / "test")
+    singles = []
+    for name in ("a", "b"):
+        main(["--ckpt", str(trained[name]), test_dir, "--out", str(tmp_path / f"{name}.csv")])
+        singles.append(rows(tmp_path / f"{name}.csv"))
+    main(
+        [
+            "--ckpt",
+            str(trained["a"]),
+            "--ckpt",
+            str(trained["b"]),
+            test_dir,
+            "--out",
+            str(tmp_path / "ens.csv"),
+        ]
+    )
+    classes = ["class_00", "class_01", "class_02"]
+    for ra, rb, re_ in zip(*singles, rows(tmp_path / "ens.csv"), strict=True):
+        expected = (probs_of(ra, classes) + probs_of(rb, classes)) / 2
+        np.testing.assert_allclose(probs_of(re_, classes), expected, atol=2e-6)
+
+
+def test_tta_is_invariant_to_a_horizontal_flip(trained: dict[str, Path]) -> None:
+    """TTA's views are closed under the flip (both flips, symmetric shifts), so its answer for an image and
+    for the mirrored image is the same; a plain forward pass has no such symmetry."""
+    model = Ensemble([load_classifier(trained["a"])], tta=True).eval()
+    images = torch.from_numpy(np.stack([class_image(i % 3, np.random.default_rng(i)) for i in range(6)]))
+    images = images.permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        p, p_flip = model(images), model(images.flip(-1))
+        plain = Ensemble([load_classifier(trained["a"])], tta=False).eval()
+        q, q_flip = plain(images), plain(images.flip(-1))
+    torch.testing.assert_close(p, p_flip, atol=1e-5, rtol=0)
+    assert (q - q_flip).abs().max() > 1e-4
+    torch.testing.assert_close(p.sum(-1), torch.ones(6), atol=1e-5, rtol=0)
+
+
+def test_main_with_tta_runs(trained: dict[str, Path], tmp_path: Path) -> None:
+    summary = main(
+        [
+            "--ckpt",
+            str(trained["a"]),
+            str(trained["data"] / "test"),
+            "--tta",
+            "--out",
+            str(tmp_path / "t.csv"),
+        ]
+    )
+    assert summary["tta"] and summary["images"] == 18
+
+
+def test_images_are_resized_like_training(trained: dict[str, Path], tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((50, 80, 3), np.uint8)).save(tmp_path / "wide.png")
+    items = collect_inputs([str(tmp_path / "wide.png")], ["a"])
+    image, target, index, error = PredictDataset(items, 32)[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and (target, index, error) == (-1, 0, "")
+
+
+def test_mismatched_checkpoints_and_inputs(
+    trained: dict[str, Path], tiny_cifar10_folder: Path, tmp_path: Path, capsys
+) -> None:
+    state = torch.load(trained["a"], weights_only=False)
+    state["hyper_parameters"]["backbone"] = "compact_cifr"
+    torch.save(state, tmp_path / "renamed.ckpt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.ckpt")
+    cases = [
+        (
+            [str(tmp_path / "renamed.ckpt")],
+            "Cannot rebuild the model of .*renamed.ckpt.*Did you mean: compact_cifar",
+        ),
+        ([str(tmp_path / "foreign.ckpt")], "foreign.ckpt is not a lit_vision ImageClassifier checkpoint"),
+        ([str(tmp_path / "missing.ckpt")], "missing.ckpt does not exist"),
+    ]
+    for ckpts, message in cases:
+        with pytest.raises(SystemExit):
+            main([*(a for c in ckpts for a in ("--ckpt", c)), str(trained["data"] / "test")])
+        assert re.search(message, capsys.readouterr().err), message
+    # a labelled split of another dataset: CIFAR-10's 10 classes against a 3-class checkpoint
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(trained["a"]), "cifar10:test", "--data-dir", str(tiny_cifar10_folder)])
+    assert "cifar10:test has 10 classes (airplane" in capsys.readouterr().err
+
+
+def test_rank_parts_merge_in_input_order(tmp_path: Path) -> None:
+    writer = FilePredictionWriter(tmp_path / "p.csv", [f"img{i}" for i in range(5)], ["a", "b"])
+    # the unrepeated sampler's shards on 2 ranks: 0, 2, 4 and 1, 3
+    for rank, idx in ((0, [0, 2, 4]), (1, [1, 3])):
+        with open(tmp_path / f"p.rank{rank}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([[i, f"img{i}", "", "a", "0.9", "", "0.9", "0.1"] for i in idx])
+    writer._merge(2)
+    merged = rows(tmp_path / "p.csv")
+    assert [r["index"] for r in merged] == ["0", "1", "2", "3", "4"] and not list(tmp_path.glob("*.rank*"))
