@@ -1,0 +1,124 @@
+"""Export a checkpoint to ONNX or TorchScript with the input normalization built in.
+
+    python -m lit_vision.export --ckpt runs/x/version_0/checkpoints/best.ckpt --format onnx [--out m.onnx]
+
+Input contract (``--input``): ``uint8`` (default), an (N, 3, S, S) tensor of raw RGB pixels 0..255, or
+``float``, the same in [0, 1]; S is the training image size (stored in the checkpoint, 32 for CIFAR). Resize
+and centre-crop other images to S first, as ``predict.py`` does. The batch dimension is dynamic. Output
+(``--output``): ``probs`` (default, softmax, (N, K)) or ``logits``. The normalization is the training
+set's mean/std from the checkpoint; class names are written beside the model (``<out>.classes.json``).
+EMA checkpoints export the averaged weights (they are the checkpoint's ``state_dict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_vision.models.classifier import ImageClassifier
+from lit_vision.models.ensemble import load_classifier
+
+__all__ = ["ExportWrapper", "export", "main"]
+
+
+class ExportWrapper(nn.Module):
+    """Raw pixels -> probabilities (or logits): scaling and normalization inside the graph.
+
+    Args:
+        model: the trained classifier (its ``input_mean``/``input_std`` buffers are copied in).
+        input_kind: ``uint8`` (0..255) or ``float`` ([0, 1]).
+        output: ``probs`` or ``logits``.
+    """
+
+    def __init__(
+        self,
+        model: ImageClassifier,
+        input_kind: Literal["uint8", "float"] = "uint8",
+        output: Literal["probs", "logits"] = "probs",
+    ) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        scale = 255.0 if input_kind == "uint8" else 1.0
+        # (x / scale - mean) / std == x * a + b: one fused multiply-add in the graph
+        a = 1.0 / (scale * model.input_std)
+        b = -model.input_mean / model.input_std
+        self.register_buffer("a", a.view(1, 3, 1, 1).clone())
+        self.register_buffer("b", b.view(1, 3, 1, 1).clone())
+        self.probs = output == "probs"
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.float() * self.a + self.b  # (N, 3, S, S)
+        logits = self.backbone(x)  # (N, K)
+        return logits.softmax(-1) if self.probs else logits
+
+
+def export(
+    ckpt: str | Path,
+    fmt: Literal["onnx", "torchscript"],
+    out: str | Path | None = None,
+    input_kind: Literal["uint8", "float"] = "uint8",
+    output: Literal["probs", "logits"] = "probs",
+) -> Path:
+    """Write the exported model (and ``<out>.classes.json``); return its path."""
+    model = load_classifier(ckpt)
+    model.backbone.to(memory_format=torch.contiguous_format)  # exporters want the default layout
+    wrapper = ExportWrapper(model, input_kind, output).eval().requires_grad_(False)
+    size = model.input_size
+    dtype = torch.uint8 if input_kind == "uint8" else torch.float32
+    example = (torch.rand(2, 3, size, size) * (255 if input_kind == "uint8" else 1)).to(dtype)
+    path = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx" if fmt == "onnx" else ".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        if fmt == "onnx":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                input_names=["images"],
+                output_names=[output],
+                dynamic_shapes={"images": {0: batch}},
+                opset_version=18,
+            )
+            program.save(str(path))
+        elif fmt == "torchscript":
+            scripted = torch.jit.trace(wrapper, example, check_trace=False)
+            scripted.save(str(path))
+        else:
+            raise ValueError(f"Unknown format {fmt!r}: onnx or torchscript.")
+    meta = {"classes": model.class_names, "input": input_kind, "input_size": size, "output": output}
+    path.with_suffix(".classes.json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        prog="python -m lit_vision.export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--ckpt", required=True, help="a lit_vision checkpoint")
+    parser.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
+    parser.add_argument("--input", choices=["uint8", "float"], default="uint8", help="input contract")
+    parser.add_argument("--output", choices=["probs", "logits"], default="probs")
+    args = parser.parse_args(argv)
+    try:
+        path = export(args.ckpt, args.format, args.out, args.input, args.output)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"wrote {path} ({args.input} input, {args.output} output, dynamic batch)")
+    return path
+
+
+if __name__ == "__main__":
+    main()
