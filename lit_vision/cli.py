@@ -14,7 +14,7 @@ interrupted run's files and logs are never overwritten.
 
 Optional training tricks, each under its own top-level key (off when unset), so that composing several
 ``--config configs/tricks/*.yaml`` files keeps all of them (a later file's ``trainer.callbacks`` list would
-replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media``.
+replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media``, ``finetuning``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lit_vision.callbacks import (
     EMA,
     FGSM,
     CSVPredictionWriter,
+    HeadFirstFinetuning,
     InterruptCheckpoint,
     MixUpCutMix,
     SafeModelCheckpoint,
@@ -54,6 +55,7 @@ TRICK_KEYS: dict[str, type] = {
     "fgsm": FGSM,
     "tta": TestTimeAugmentation,
     "wandb_media": WandbMediaLogger,
+    "finetuning": HeadFirstFinetuning,
 }
 
 

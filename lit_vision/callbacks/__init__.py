@@ -3,6 +3,7 @@
 from lit_vision.callbacks.adversarial import FGSM, fgsm_perturb
 from lit_vision.callbacks.checkpoint import CheckpointWriteError, InterruptCheckpoint, SafeModelCheckpoint
 from lit_vision.callbacks.ema import EMA
+from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
 from lit_vision.callbacks.prediction_writer import CSVPredictionWriter
 from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
@@ -13,6 +14,7 @@ __all__ = [
     "FGSM",
     "CSVPredictionWriter",
     "CheckpointWriteError",
+    "HeadFirstFinetuning",
     "InterruptCheckpoint",
     "MixUpCutMix",
     "SafeModelCheckpoint",

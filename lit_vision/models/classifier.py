@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -55,6 +55,9 @@ class ImageClassifier(L.LightningModule):
             run's seed, the epoch, the rank): shuffling, crops and dropout of an epoch do not depend on how
             the run got there, so ``fit`` resumed from an end-of-epoch checkpoint repeats the straight run
             exactly.
+        pretrained_weights: a lit_vision checkpoint or a ``state_dict`` file of the same backbone, loaded
+            when ``fit`` starts (not when resuming). Every tensor must match except the classifier head,
+            which stays freshly initialized when ``num_classes`` differs (transfer learning).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         nonfinite_loss: Literal["raise", "skip", "ignore"] = "raise",
         reseed_every_epoch: bool = True,
+        pretrained_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -155,6 +159,13 @@ class ImageClassifier(L.LightningModule):
         if datamodule is not None and getattr(datamodule, "_mean", None) is not None:
             self.input_mean.copy_(torch.as_tensor(datamodule.mean))
             self.input_std.copy_(torch.as_tensor(datamodule.std))
+        pretrained = self.hparams.get("pretrained_weights")
+        if stage == "fit" and pretrained and getattr(self.trainer, "ckpt_path", None) is None:
+            from lit_vision.models.finetune import load_backbone_weights
+
+            report = load_backbone_weights(self.backbone, pretrained)
+            new_head = f"; new head: {', '.join(report['new_head'])}" if report["new_head"] else ""
+            rank_zero_info(f"Loaded {len(report['loaded'])} backbone tensors from {pretrained}{new_head}")
         decoded = getattr(datamodule, "_train_full", None)
         if decoded is not None:
             self.input_size = int(decoded.images.shape[-1])  # square training images (S, S)

@@ -1,0 +1,77 @@
+"""Transfer learning: load a backbone's weights from a checkpoint or file, with a new head if needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["classifier_head", "load_backbone_weights"]
+
+
+def classifier_head(backbone: nn.Module) -> nn.Module:
+    """The module that maps pooled features to logits (``fc``, GapAwareNet's 1x1-conv ``head``, timm's
+    ``get_classifier()``)."""
+    head = getattr(backbone, "head", None)
+    if isinstance(head, nn.Conv2d | nn.Linear):
+        return head
+    if isinstance(getattr(backbone, "fc", None), nn.Linear):
+        return backbone.fc
+    if hasattr(backbone, "get_classifier"):
+        return backbone.get_classifier()
+    raise ValueError(f"Cannot find the classifier head of {type(backbone).__name__} (no fc / head).")
+
+
+def _state_dict_from(path: Path) -> dict[str, torch.Tensor]:
+    blob: Any = torch.load(path, map_location="cpu", weights_only=True)
+    if (
+        isinstance(blob, dict) and "state_dict" in blob and "hyper_parameters" in blob
+    ):  # a lit_vision checkpoint
+        prefix = "backbone."
+        return {k[len(prefix) :]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
+    if isinstance(blob, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(blob.get(key), dict):
+                blob = blob[key]
+                break
+        return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
+    raise ValueError(f"{path} holds a {type(blob).__name__}, not a state_dict or a lit_vision checkpoint.")
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy every tensor of ``path`` whose name and shape match into ``backbone``.
+
+    The classifier head is the only part allowed to differ (a new ``num_classes``: it keeps its fresh
+    initialization); any other missing or mismatched tensor means another architecture and is an error.
+
+    Returns:
+        ``{"loaded": [...], "new_head": [...]}`` parameter names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Pretrained weights {path} do not exist.")
+    source = _state_dict_from(path)
+    own = backbone.state_dict()
+    head_names = {name for name, _ in _named_in(backbone, classifier_head(backbone))}
+    loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    problems = [k for k in own if k not in loaded and k not in head_names]
+    if problems:
+        shapes = [
+            f"{k} {tuple(own[k].shape)} vs {tuple(source[k].shape) if k in source else 'missing'}"
+            for k in problems
+        ]
+        raise ValueError(
+            f"{path} does not fit this backbone ({len(problems)} tensors differ, e.g. "
+            f"{'; '.join(shapes[:3])}). Pretrained weights must come from the same backbone (and "
+            "backbone_kwargs); only the classifier head may differ."
+        )
+    backbone.load_state_dict(loaded, strict=False)
+    return {"loaded": sorted(loaded), "new_head": sorted(k for k in head_names if k not in loaded)}
+
+
+def _named_in(root: nn.Module, module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """State-dict names (relative to ``root``) of ``module``'s tensors."""
+    prefix = next(name for name, m in root.named_modules() if m is module)
+    return [(f"{prefix}.{k}" if prefix else k, v) for k, v in module.state_dict().items()]
