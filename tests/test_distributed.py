@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from helpers import make_imagefolder
 
 from lit_vision.cli import main
 from lit_vision.data import CIFARDataModule
+from lit_vision.predict import main as predict_main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -84,14 +86,23 @@ def test_single_process_order_is_a_function_of_the_epoch(tiny_folder: Path) -> N
     assert isinstance(dm.val_dataloader().sampler, torch.utils.data.SequentialSampler)
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def run_train(args: list[str], tmp_path: Path) -> None:
+    run_script("train.py", args, tmp_path)
+
+
+def run_script(script: str, args: list[str], tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
     }
     env["OMP_NUM_THREADS"] = "1"  # two processes on a small CI machine: no thread oversubscription
     proc = subprocess.run(
-        [sys.executable, "train.py", *args],
+        [sys.executable, script, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -100,7 +111,7 @@ def run_train(args: list[str], tmp_path: Path) -> None:
     )
     log = tmp_path / f"train-{len(list(tmp_path.glob('train-*.log')))}.log"
     log.write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"train.py {args[0]} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    assert proc.returncode == 0, f"{script} {args[0]} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
 
 
 def read_ranks(out: Path, stage: str) -> list[dict]:
@@ -158,6 +169,19 @@ def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> No
     for name in TEST_METRICS:
         assert ddp_test[0]["metrics"][name] == ddp_test[1]["metrics"][name], name
         assert ddp_test[0]["metrics"][name] == pytest.approx(reference[name], abs=1e-6), name
+
+    # predict.py on 2 processes: each rank writes a part, rank 0 merges them in input order
+    ddp_csv, single_csv = tmp_path / "ddp.csv", tmp_path / "single.csv"
+    predict_args = ["--ckpt", str(best), str(data / "test"), "--num-workers=0", "--accelerator=cpu"]
+    run_script("predict.py", [*predict_args, "--devices=2", "--out", str(ddp_csv)], tmp_path)
+    predict_main([*predict_args, "--devices=1", "--out", str(single_csv)])
+    ddp_rows, single_rows = read_csv(ddp_csv), read_csv(single_csv)
+    assert [r["index"] for r in ddp_rows] == [str(i) for i in range(21)] and not list(
+        tmp_path.glob("ddp.rank*")
+    )
+    for a, b in zip(ddp_rows, single_rows, strict=True):
+        assert (a["path"], a["target"], a["prediction"]) == (b["path"], b["target"], b["prediction"])
+        assert float(a["confidence"]) == pytest.approx(float(b["confidence"]), abs=1e-5)
 
     validate_args = ["validate", *common, f"--ckpt_path={best}"]
     run_train([*validate_args, *DDP_CPU, f"--trainer.callbacks={recorder}"], tmp_path)
