@@ -98,7 +98,8 @@ def test_any_image_a_user_might_have(trained: dict[str, Path], tmp_path: Path) -
     Image.fromarray(np.kron(rgb, np.ones((3, 2, 1), np.uint8))).save(folder / "big.jpg", quality=95)  # 64x96
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.jpg").write_text("not an image")
-    (folder / "readme.txt").write_text("skipped: not an image extension")
+    (folder / "readme.txt").write_text("not an image: listed with an error")
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden: skipped
     # EXIF orientation 6 (rotate 90 degrees clockwise to display): stored sideways
     upright = class_image(2, rng, 32)
     exif = Image.Exif()
@@ -113,12 +114,12 @@ def test_any_image_a_user_might_have(trained: dict[str, Path], tmp_path: Path) -
     table = {Path(r["path"]).name: r for r in rows(out)}
     assert set(table) == {
         "gray.png", "rgba.png", "palette.png", "deep16.png", "big.jpg", "empty.png", "notes.jpg", "exif.jpg",
-        "upright.jpg",
+        "upright.jpg", "readme.txt",
     }  # fmt: skip
-    assert summary == {**summary, "images": 9, "failed": 2, "labelled": 0, "accuracy": None}
-    for bad in ("empty.png", "notes.jpg"):
+    assert summary == {**summary, "images": 10, "failed": 3, "labelled": 0, "accuracy": None}
+    for bad in ("empty.png", "notes.jpg", "readme.txt"):
         assert table[bad]["error"] and table[bad]["prediction"] == "" and table[bad]["prob_class_00"] == ""
-    for good in set(table) - {"empty.png", "notes.jpg"}:
+    for good in set(table) - {"empty.png", "notes.jpg", "readme.txt"}:
         assert table[good]["error"] == "" and table[good]["prediction"]
     classes = ["class_00", "class_01", "class_02"]
     # the EXIF-rotated file is predicted as the upright image (JPEG noise aside)

@@ -81,7 +81,8 @@ def collect_inputs(
       ``data/<name>``; torchvision's files, downloaded when missing, or an ImageFolder copy), labelled;
     * a folder whose sub-folders are all class names of the checkpoint (an ImageFolder ``test/``): every file
       below, labelled by its class folder;
-    * any other folder: every file below (recursively), unlabelled; non-image extensions are skipped;
+    * any other folder: every file below (recursively), unlabelled; hidden files are skipped, every other
+      file gets a row (one that is not an image: with its error);
     * a file: itself, whatever its extension (a bad one is reported in the output, not skipped).
     """
     class_index = {c: i for i, c in enumerate(classes)}
@@ -93,9 +94,7 @@ def collect_inputs(
         elif path.is_dir():
             subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
             labelled = bool(subdirs) and all(d.name in class_index for d in subdirs)
-            for f in _images_under(path):
-                if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
+            for f in _images_under(path):  # non-image files too: they get a row with their error
                 parts = f.relative_to(path).parts
                 labelled_file = labelled and len(parts) > 1  # files beside the class folders: no label
                 items.append(PredictItem(str(f), class_index[parts[0]] if labelled_file else None))
