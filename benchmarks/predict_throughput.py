@@ -17,13 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning
 import torch
 from torch.utils.data import DataLoader
 
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.models import ImageClassifier
-from lit_vision.models.ensemble import load_classifier
+from lit_vision.models.ensemble import load_classifier, save_classifier
 from lit_vision.predict import predict
 
 DEFAULT_IMAGES = (
@@ -34,16 +33,7 @@ DEFAULT_IMAGES = (
 def write_checkpoint(path: Path, backbone: str) -> ImageClassifier:
     torch.manual_seed(0)
     model = ImageClassifier(backbone, num_classes=10, channels_last=True).eval()
-    hparams = dict(model.hparams)
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": hparams,
-            "pytorch-lightning_version": lightning.__version__,
-            "lit_vision": {"input_size": 32},
-        },
-        path,
-    )
+    save_classifier(model, path)
     return model
 
 
@@ -53,11 +43,10 @@ def plain_loop(ckpt: Path, folder: Path, batch_size: int, workers: int) -> float
     model = load_classifier(ckpt)
     dataset = PredictDataset(collect_inputs([str(folder)], model.class_names), model.input_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    mean, std = model.input_mean.view(1, 3, 1, 1), model.input_std.view(1, 3, 1, 1)
     model.backbone.to(memory_format=torch.channels_last)
     with torch.no_grad():
         for images, *_ in loader:
-            x = ((images.float() / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+            x = model.normalize(images.float() / 255.0).contiguous(memory_format=torch.channels_last)
             model(x).softmax(-1)
     return time.perf_counter() - start
 

@@ -49,8 +49,7 @@ class _Normalized(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        mean, std = self.model.input_mean.view(1, 3, 1, 1), self.model.input_std.view(1, 3, 1, 1)
-        return self.model.backbone((x - mean) / std)
+        return self.model.backbone(self.model.normalize(x))
 
 
 def default_target_layer(backbone: nn.Module, input_size: int = 32, min_side: int = 8) -> nn.Module:
@@ -158,7 +157,7 @@ def heatmaps(
             maps = cam(input_tensor=x01, targets=[ClassifierOutputTarget(int(c)) for c in classes])
         return torch.from_numpy(maps).float(), classes
     if method == "cam":
-        x = (x01 - model.input_mean.view(1, 3, 1, 1)) / model.input_std.view(1, 3, 1, 1)
+        x = model.normalize(x01)
         maps = _cam(model, x, classes).clamp_min(0)  # positive evidence for the class
         maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
         return _normalize(maps), classes

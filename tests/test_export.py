@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import torch
@@ -14,7 +13,7 @@ from PIL import Image
 
 from lit_vision.export import main
 from lit_vision.models import ImageClassifier, list_backbones
-from lit_vision.models.ensemble import load_classifier
+from lit_vision.models.ensemble import load_classifier, save_classifier
 
 ort = pytest.importorskip("onnxruntime")
 REAL = Path(
@@ -41,15 +40,7 @@ def save_checkpoint(path: Path, backbone: str, seed: int = 0) -> ImageClassifier
     model = ImageClassifier(backbone, num_classes=10)
     model.input_mean.copy_(torch.tensor([0.49, 0.48, 0.45]))
     model.input_std.copy_(torch.tensor([0.25, 0.24, 0.26]))
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": lightning.__version__,
-            "lit_vision": {"input_size": 32},
-        },
-        path,
-    )
+    save_classifier(model, path)
     return model
 
 

@@ -201,6 +201,10 @@ class ImageClassifier(L.LightningModule):
                 "it on other classes, load it as pretrained weights instead of --ckpt_path."
             )
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] (N, 3, H, W) -> the normalized input ``forward`` takes (training mean/std)."""
+        return (x - self.input_mean.view(1, 3, 1, 1)) / self.input_std.view(1, 3, 1, 1)
+
     def forward(self, x: Tensor) -> Tensor:
         """Normalized images (N, 3, H, W) -> logits (N, num_classes)."""
         logits = self.backbone(x)

@@ -19,7 +19,21 @@ from torch import Tensor, nn
 from lit_vision.callbacks.tta import TestTimeAugmentation
 from lit_vision.models.classifier import ImageClassifier
 
-__all__ = ["Ensemble", "load_classifier"]
+__all__ = ["Ensemble", "load_classifier", "save_classifier"]
+
+
+def save_classifier(model: ImageClassifier, path: str | Path) -> Path:
+    """Write ``model`` as a checkpoint ``load_classifier`` and ``predict.py`` read, without a Trainer (a model
+    trained by hand, or built for a benchmark): weights, hyperparameters, normalization and input size."""
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    model.on_save_checkpoint(checkpoint)  # what training adds: the input size
+    path = Path(path)
+    torch.save(checkpoint, path)
+    return path
 
 
 def load_classifier(path: str | Path) -> ImageClassifier:
@@ -71,7 +85,7 @@ class Ensemble(L.LightningModule):
         x = images.float().div_(255.0)
         total = None
         for m in self.members:
-            xn = (x - m.input_mean.view(1, 3, 1, 1)) / m.input_std.view(1, 3, 1, 1)
+            xn = m.normalize(x)
             if m.hparams.get("channels_last"):
                 xn = xn.contiguous(memory_format=torch.channels_last)
             probs = self.tta.logits(m, xn).exp() if self.tta is not None else m(xn).float().softmax(-1)
