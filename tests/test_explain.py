@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 from lit_vision.explain import METHODS, heatmaps, main
 from lit_vision.models import ImageClassifier
 from lit_vision.models.backbone import Backbone
+from lit_vision.models.ensemble import save_classifier
 
 COLORS = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], np.uint8)
 SIGNAL = (slice(2, 14), slice(2, 14))  # rows, cols of the square that carries the class (top-left)
@@ -53,9 +54,14 @@ class TinyCAMNet(Backbone):
         return pooled if pre_logits else self.fc(pooled)
 
 
-def fit_toy(backbone: nn.Module | str) -> ImageClassifier:
-    """Train on the toy task (plain loop, a few seconds) until it is solved."""
+def fit_toy(backbone: Callable[[], nn.Module] | str) -> ImageClassifier:
+    """Train on the toy task (plain loop, a few seconds) until it is solved.
+
+    ``backbone``: a registered name or a factory, so the initial weights come from the seed below and not
+    from whatever the tests before this one drew from torch's RNG.
+    """
     torch.manual_seed(0)
+    backbone = backbone if isinstance(backbone, str) else backbone()
     model = ImageClassifier(backbone, num_classes=len(COLORS), class_names=["r", "g", "b", "y"])
     model.input_mean.fill_(0.5)
     model.input_std.fill_(0.29)
@@ -78,24 +84,14 @@ def fit_toy(backbone: nn.Module | str) -> ImageClassifier:
 
 @pytest.fixture(scope="module")
 def toy_model() -> ImageClassifier:
-    return fit_toy(TinyCAMNet(len(COLORS)))
+    return fit_toy(lambda: TinyCAMNet(len(COLORS)))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registered backbone trained on the toy task, saved as training saves it (for the CLI)."""
     model = fit_toy("compact_cifar")
-    path = tmp_path_factory.mktemp("explain") / "toy.ckpt"
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": dict(model.hparams),
-            "pytorch-lightning_version": lightning.__version__,
-            "lit_vision": {"input_size": 32},
-        },
-        path,
-    )
-    return path
+    return save_classifier(model, tmp_path_factory.mktemp("explain") / "toy.ckpt")
 
 
 @pytest.mark.parametrize("method", METHODS)
