@@ -41,7 +41,7 @@ class PredictItem:
     pixels: Tensor | None = None  # (3, H, W) uint8, for dataset splits decoded up front
 
 
-def _images_under(folder: Path) -> list[Path]:
+def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
@@ -94,7 +94,7 @@ def collect_inputs(
         elif path.is_dir():
             subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
             labelled = bool(subdirs) and all(d.name in class_index for d in subdirs)
-            for f in _images_under(path):  # non-image files too: they get a row with their error
+            for f in _files_under(path):  # non-image files too: they get a row with their error
                 parts = f.relative_to(path).parts
                 labelled_file = labelled and len(parts) > 1  # files beside the class folders: no label
                 items.append(PredictItem(str(f), class_index[parts[0]] if labelled_file else None))
