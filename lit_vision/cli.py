@@ -5,6 +5,8 @@ Defaults that every run gets, each overridable from YAML or flags:
 * ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``, written atomically,
 * ``interrupt_checkpoint``: ``interrupted.ckpt`` when ``fit`` stops on SIGTERM, Ctrl+C or an error,
 * ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
+* ``throughput``: training images/s and seconds per epoch (``perf/*`` in ``metrics.csv``),
+* ``lr_monitor``: the learning rate of every optimizer step (``lr-<Optimizer>`` in ``metrics.csv``),
 * ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
 * ``seed_everything: 0``.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -28,14 +31,17 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_vision.callbacks import (
     EMA,
     FGSM,
     CSVPredictionWriter,
+    EpochThroughput,
     HeadFirstFinetuning,
     InterruptCheckpoint,
     MixUpCutMix,
@@ -44,7 +50,7 @@ from lit_vision.callbacks import (
     WandbMediaLogger,
 )
 from lit_vision.data import CIFARDataModule, DatasetError
-from lit_vision.models import ImageClassifier
+from lit_vision.models import ImageClassifier, ScheduleChangeError
 
 __all__ = ["TRICK_KEYS", "LitVisionCLI", "main", "run"]
 
@@ -91,6 +97,11 @@ class LitVisionCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(CSVPredictionWriter, "prediction_writer")
+        # Training images/s and seconds per epoch in metrics.csv (what lit_vision.compare reports), and the
+        # learning rate of every optimizer step (how a schedule behaved, e.g. after a resume).
+        parser.add_lightning_class_args(EpochThroughput, "throughput")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.set_defaults(
             {
                 "trainer.logger": {
@@ -108,7 +119,10 @@ class LitVisionCLI(LightningCLI):
         # Unset optional trick keys are None: drop them instead of handing None to the Trainer.
         config = self._get(self.config_init, "trainer", default={})
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        return self._instantiate_trainer({**config, **kwargs}, [c for c in extra if c is not None])
+        extra = [c for c in extra if c is not None]
+        if config.get("logger") is False:  # the LR monitor refuses to run without a logger
+            extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
+        return self._instantiate_trainer({**config, **kwargs}, extra)
 
     # ------------------------------------------------------------------ --ckpt_path last
     def _resolve_last_checkpoint(self) -> None:
@@ -166,12 +180,16 @@ def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
 
 
 def run() -> None:
-    """Console entry point: dataset problems end with their message instead of a traceback."""
+    """Console entry point: dataset problems and refused resumes end with their message, not a traceback."""
     try:
         main()
-    except DatasetError as err:
+    except (DatasetError, ScheduleChangeError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except SIGTERMException:
+        # Lightning ends a SIGTERM'd run with a bare SystemExit, i.e. exit status 0: a scheduler or script
+        # would take the stopped run for a finished one. 128 + 15 is the shell's code for "killed by SIGTERM".
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
 from lit_vision.callbacks.prediction_writer import CSVPredictionWriter
+from lit_vision.callbacks.throughput import EpochThroughput
 from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
 from lit_vision.callbacks.wandb_media import WandbMediaLogger
 
@@ -14,6 +15,7 @@ __all__ = [
     "FGSM",
     "CSVPredictionWriter",
     "CheckpointWriteError",
+    "EpochThroughput",
     "HeadFirstFinetuning",
     "InterruptCheckpoint",
     "MixUpCutMix",

@@ -133,6 +133,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     def __init__(self, dirpath: str | None = None, filename: str = "interrupted") -> None:
         super().__init__(dirpath=dirpath or "", filename=filename)
         self._explicit_dir = dirpath
+        self._training_started = False
 
     @property
     def ckpt_path(self) -> str:
@@ -148,9 +149,17 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
                 else os.path.join(trainer.default_root_dir, "checkpoints")
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training_started = True
+
     def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.state.fn != "fit" or not self.dirpath:
             return  # validate/test/predict have no training state to save
+        if not self._training_started:
+            # An error while setting up (e.g. a resume refused in configure_optimizers): the state is
+            # half-restored, and the checkpoint being resumed is still intact. Writing this one would make
+            # `--ckpt_path last` pick it next time.
+            return
         try:
             _write_atomically(trainer, self.ckpt_path, False, self._fs_for(self.ckpt_path))
         except Exception as err:  # must not hide the exception that stopped the run

@@ -14,7 +14,7 @@ from lit_vision.models import (  # noqa: F401
     transformer,
 )
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.classifier import ImageClassifier
+from lit_vision.models.classifier import ImageClassifier, ScheduleChangeError
 from lit_vision.models.gapawarenet import class_activation_map
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone, is_backbone, list_backbones, register_backbone
@@ -23,6 +23,7 @@ from lit_vision.models.schedulers import WarmupCosineLR
 __all__ = [
     "Backbone",
     "ImageClassifier",
+    "ScheduleChangeError",
     "SoftTargetCrossEntropy",
     "WarmupCosineLR",
     "class_activation_map",

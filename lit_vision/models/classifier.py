@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,9 +19,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone
-from lit_vision.models.schedulers import build_scheduler
+from lit_vision.models.schedulers import build_scheduler, extend_kwargs, fills_total_steps
 
-__all__ = ["ImageClassifier", "TrainBatchTransform"]
+__all__ = ["ImageClassifier", "ScheduleChangeError", "TrainBatchTransform"]
+
+
+class ScheduleChangeError(ValueError):
+    """A resume whose LR schedule horizon differs from the checkpoint's, without a chosen policy."""
+
 
 # (module, images, targets, batch_idx) -> (images, targets): how callbacks (MixUp/CutMix, FGSM) change a
 # training batch after normalization; targets may become soft (N, C) probabilities.
@@ -58,6 +64,16 @@ class ImageClassifier(L.LightningModule):
         pretrained_weights: a lit_vision checkpoint or a ``state_dict`` file of the same backbone, loaded
             when ``fit`` starts (not when resuming). Every tensor must match except the classifier head,
             which stays freshly initialized when ``num_classes`` differs (transfer learning).
+        on_schedule_change: what ``fit --ckpt_path`` does when the LR schedule's horizon (the optimizer
+            steps of the whole run, or its epochs with ``scheduler_interval: epoch``) differs from the
+            checkpoint's, e.g. after raising ``trainer.max_epochs``. ``refuse``: stop before training with
+            an error naming both horizons. ``extend``: keep weights, optimizer state and step count, and
+            continue on the schedule a run of the new length with the same warmup (in steps) follows: the
+            decay is stretched to end at the new horizon, so the LR at the resume step is that curve's value.
+            ``restart``: keep weights and optimizer state, and run a fresh schedule (warmup included) over
+            the remaining steps, as when fine-tuning from the checkpoint. Only schedulers whose
+            ``total_steps`` is filled in (OneCycleLR, WarmupCosineLR) have a horizon: constant LR and epoch
+            milestones resume into a run of any length.
     """
 
     def __init__(
@@ -76,6 +92,7 @@ class ImageClassifier(L.LightningModule):
         nonfinite_loss: Literal["raise", "skip", "ignore"] = "raise",
         reseed_every_epoch: bool = True,
         pretrained_weights: str | None = None,
+        on_schedule_change: Literal["refuse", "extend", "restart"] = "refuse",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -83,6 +100,10 @@ class ImageClassifier(L.LightningModule):
         )
         if nonfinite_loss not in ("raise", "skip", "ignore"):
             raise ValueError(f"nonfinite_loss must be 'raise', 'skip' or 'ignore', got {nonfinite_loss!r}")
+        if on_schedule_change not in ("refuse", "extend", "restart"):
+            raise ValueError(
+                f"on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}"
+            )
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         if class_names is not None and len(class_names) != num_classes:
@@ -123,6 +144,12 @@ class ImageClassifier(L.LightningModule):
         self._train_batch_transforms: list[tuple[int, TrainBatchTransform]] = []
         #: Replaces ``self(x)`` in test and predict when set (test-time augmentation); returns logits.
         self.eval_forward: Callable[[Tensor], Tensor] | None = None
+        # Resume bookkeeping of the LR schedule (see on_schedule_change): the horizon the schedule was built
+        # for, the checkpoint being resumed (until training starts), and the optimizer settings and schedule
+        # position to put in place once Lightning has restored the optimizer and scheduler states.
+        self._schedule_horizon: int | None = None
+        self._resuming: dict[str, Any] | None = None
+        self._schedule_fix: tuple[list[dict[str, Any]], int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies (EMA's deepcopy, pickling) get no callback hooks and no optimizer/scheduler factories: the
@@ -132,6 +159,7 @@ class ImageClassifier(L.LightningModule):
         state["_train_batch_transforms"] = []
         state["eval_forward"] = None
         state["optimizer_factory"] = state["scheduler_factory"] = None
+        state["_resuming"] = state["_schedule_fix"] = None
         return state
 
     # ------------------------------------------------------------------ callback hooks
@@ -172,7 +200,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What prediction and export need besides the weights and hparams: the training image size.
-        checkpoint["lit_vision"] = {"input_size": self.input_size}
+        checkpoint["lit_vision"] = {"input_size": self.input_size, "schedule_horizon": self._schedule_horizon}
 
     def on_train_epoch_start(self) -> None:
         if not self.hparams.reseed_every_epoch:
@@ -187,6 +215,10 @@ class ImageClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with a message, not a page of missing keys."""
         self.input_size = int(checkpoint.get("lit_vision", {}).get("input_size", self.input_size))
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # configure_optimizers (called next) compares the schedule horizons and may replace the saved
+            # scheduler state in this dict before Lightning restores it.
+            self._resuming = checkpoint
         saved = checkpoint.get("hyper_parameters", {})
         mine = {k: self.hparams.get(k) for k in ("backbone", "num_classes", "backbone_kwargs")}
         theirs = {k: saved.get(k) for k in mine}
@@ -299,6 +331,74 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         interval = self.hparams.scheduler_interval
-        total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-        scheduler = build_scheduler(self.scheduler_factory, optimizer, int(total))
+        total = int(
+            self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        )
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, total)
+        self._schedule_horizon = total if fills_total_steps(self.scheduler_factory) else None
+        if self._resuming is not None and self._schedule_horizon is not None:
+            scheduler = self._reconcile_schedule(optimizer, scheduler, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _reconcile_schedule(self, optimizer: Any, scheduler: Any, total: int) -> Any:
+        """Resuming: apply ``on_schedule_change`` when the checkpoint's horizon differs from ``total``."""
+        assert self._resuming is not None
+        saved_states = self._resuming.get("lr_schedulers") or []
+        if not saved_states:
+            return scheduler
+        saved = saved_states[0]
+        old = (self._resuming.get("lit_vision") or {}).get("schedule_horizon") or saved.get("total_steps")
+        if old is None or int(old) == total:
+            return scheduler
+        old, done = int(old), int(saved.get("last_epoch", 0))
+        unit = "optimizer steps" if self.hparams.scheduler_interval == "step" else "epochs"
+        policy = self.hparams.on_schedule_change
+        what = (
+            f"The checkpoint's LR schedule ({type(scheduler).__name__}) was built for a run of {old} {unit} "
+            f"and stopped after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
+        )
+        if policy == "refuse":
+            raise ScheduleChangeError(
+                f"{what} Choose what the schedule does: --model.on_schedule_change extend (keep the warmup, "
+                f"stretch the decay to end at {total}), --model.on_schedule_change restart (a fresh schedule "
+                f"over the remaining {max(total - done, 0)} {unit}), or resume with the run's original "
+                "length."
+            )
+        if done >= total:
+            raise ScheduleChangeError(f"{what} The run is already past the new end: nothing to {policy}.")
+        factory = self.scheduler_factory
+        if policy == "extend":
+            scheduler = build_scheduler(
+                factory, optimizer, total, **extend_kwargs(scheduler, factory, old, total)
+            )
+            position = done
+        else:
+            scheduler = build_scheduler(factory, optimizer, total - done)
+            position = 0
+        rank_zero_info(f"{what} on_schedule_change={policy}: the schedule is rebuilt.")
+        # Lightning restores the optimizer and scheduler states from this dict after this hook: the rebuilt
+        # schedule's state replaces the saved one, and on_train_start puts back the new schedule's optimizer
+        # settings (the restored optimizer state carries the old ones) at the resume position.
+        state = scheduler.state_dict()
+        state["last_epoch"] = position
+        saved_states[0] = state
+        hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        self._schedule_fix = (hyper, position)
+        return scheduler
+
+    def on_train_start(self) -> None:
+        self._resuming = None  # restored by now; the checkpoint dict is Lightning's to free
+        if self._schedule_fix is None:
+            return
+        hyper, position = self._schedule_fix
+        self._schedule_fix = None
+        for group, settings in zip(self.trainer.optimizers[0].param_groups, hyper, strict=True):
+            group.update(settings)
+        if position > 0:
+            # one step back and one forward: the LR (and momentum) of the resume step on the new curve,
+            # set the way the scheduler sets them
+            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+            scheduler.last_epoch = position - 1
+            with warnings.catch_warnings():  # torch warns of a step() before any optimizer.step() here
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-__all__ = ["WarmupCosineLR", "build_scheduler"]
+__all__ = ["WarmupCosineLR", "build_scheduler", "extend_kwargs", "fills_total_steps"]
 
 
 class WarmupCosineLR(LambdaLR):
@@ -50,19 +50,49 @@ class WarmupCosineLR(LambdaLR):
         super().__init__(optimizer, factor, last_epoch=last_epoch)
 
 
-def build_scheduler(
-    scheduler: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: int
-) -> LRScheduler:
-    """Call a scheduler factory, supplying ``total_steps`` when it takes one the config left unset."""
-    kwargs: dict[str, Any] = {}
+def fills_total_steps(scheduler: Callable[..., LRScheduler]) -> bool:
+    """Whether ``build_scheduler`` supplies ``total_steps``: the schedule's shape then depends on the run's
+    length (its horizon), and resuming into a run of another length changes it."""
     bound = getattr(scheduler, "keywords", None)  # jsonargparse/functools.partial of the scheduler class
     if bound is not None:
-        if "total_steps" in bound and bound["total_steps"] is None:
-            kwargs["total_steps"] = total_steps
-    else:
-        try:
-            if "total_steps" in inspect.signature(scheduler).parameters:
-                kwargs["total_steps"] = total_steps
-        except (TypeError, ValueError):  # builtins without signatures
-            pass
+        return "total_steps" in bound and bound["total_steps"] is None
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):  # builtins without signatures
+        return False
+
+
+def build_scheduler(
+    scheduler: Callable[..., LRScheduler], optimizer: Optimizer, total_steps: int, **kwargs: Any
+) -> LRScheduler:
+    """Call a scheduler factory, supplying ``total_steps`` when it takes one the config left unset;
+    ``kwargs`` replace the factory's own arguments (see :func:`extend_kwargs`)."""
+    if fills_total_steps(scheduler):
+        kwargs["total_steps"] = total_steps
     return scheduler(optimizer, **kwargs)
+
+
+def extend_kwargs(
+    scheduler: LRScheduler, factory: Callable[..., LRScheduler], old_total: int, new_total: int
+) -> dict[str, Any]:
+    """Arguments that rebuild ``scheduler`` (built by ``factory`` for ``old_total`` steps) for ``new_total``
+    steps with the same warmup length in steps; its decay then ends at ``new_total``.
+
+    OneCycleLR: ``pct_start`` scaled by ``old_total / new_total``. WarmupCosineLR: ``warmup_steps`` as the
+    absolute step count it had. Other schedulers with a ``total_steps`` argument: only ``total_steps``.
+    """
+    if isinstance(scheduler, OneCycleLR):
+        bound = getattr(factory, "keywords", None) or {}
+        pct_start = bound.get("pct_start", inspect.signature(OneCycleLR).parameters["pct_start"].default)
+        return {"pct_start": min(1.0, pct_start * old_total / new_total)}
+    if isinstance(scheduler, WarmupCosineLR):
+        fraction = _warmup_fraction(factory)
+        return {"warmup_steps": round(fraction * old_total) if fraction > 0 else scheduler.warmup_steps}
+    return {}
+
+
+def _warmup_fraction(factory: Callable[..., LRScheduler]) -> float:
+    """WarmupCosineLR's warmup as a fraction of the run (0 when it was given in absolute steps)."""
+    bound = getattr(factory, "keywords", None) or {}
+    warmup = bound.get("warmup_steps", inspect.signature(WarmupCosineLR).parameters["warmup_steps"].default)
+    return float(warmup) if warmup < 1 else 0.0

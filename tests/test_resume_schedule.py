@@ -1,0 +1,181 @@
+"""Resuming into a run of another length: refused by default, `extend` and `restart` on request.
+
+Through the CLI on tiny data; the LR of every optimizer step comes from `metrics.csv` (the CLI's default
+LearningRateMonitor) and is compared with the schedule the README documents, built here with torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_vision.cli import main, run
+from lit_vision.models import WarmupCosineLR
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 8
+MAX_LR = 0.2  # configs/cifar10_compact.yaml: OneCycleLR(max_lr=0.2, pct_start=0.25)
+
+SCHEDULERS = {
+    "onecycle": [],  # the base config's own
+    "warmup_cosine": [
+        "--model.scheduler.class_path=lit_vision.models.WarmupCosineLR",
+        "--model.scheduler.init_args.warmup_steps=0.25",
+    ],
+}
+
+
+def args_for(data: Path, runs: Path, scheduler: str) -> list[str]:
+    return [
+        "--config",
+        str(ROOT / "configs" / "cifar10_compact.yaml"),
+        "--data.dataset=imagefolder",
+        f"--data.data_dir={data}",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        "--trainer.log_every_n_steps=1",  # the LR monitor logs every step
+        *SCHEDULERS[scheduler],
+        *QUIET,
+    ]
+
+
+def lr_by_step(run_dir: Path) -> dict[int, float]:
+    """LR of the no-decay parameter group (pg2) at every optimizer step logged in ``metrics.csv``."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    column = next(c for c in rows[0] if c.startswith("lr-SGD"))
+    return {int(r["step"]): float(r[column]) for r in rows if r.get(column)}
+
+
+def reference(scheduler: str, total: int, warmup_steps: float, steps: int) -> list[float]:
+    """LRs of steps 0..steps-1 of a fresh schedule of ``total`` steps whose warmup lasts ``warmup_steps``."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=MAX_LR, momentum=0.9, nesterov=True)
+    if scheduler == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=MAX_LR, total_steps=total, pct_start=warmup_steps / total
+        )
+    else:
+        sched = WarmupCosineLR(opt, total_steps=total, warmup_steps=warmup_steps / total)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def first_run(data: Path, runs: Path, scheduler: str, steps: int) -> Path:
+    cli = main(["fit", *args_for(data, runs, scheduler), f"--trainer.max_steps={steps}"])
+    assert cli.trainer.global_step == steps
+    return Path(cli.trainer.log_dir)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_longer_run_is_refused_with_a_message(
+    tiny_folder: Path, tmp_path: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    first = first_run(tiny_folder, tmp_path / "runs", scheduler, STEPS_PER_EPOCH)
+    last_before = (first / "checkpoints" / "last.ckpt").read_bytes()
+    argv = ["train.py", "fit", *args_for(tiny_folder, tmp_path / "runs", scheduler)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--trainer.max_steps=12", "--ckpt_path=last"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: The checkpoint's LR schedule" in err
+    assert "built for a run of 6 optimizer steps" in err and "make it 12 optimizer steps" in err
+    assert "--model.on_schedule_change extend" in err and "restart" in err
+    # Nothing was trained or written: the refused run left no interrupt checkpoint to be resumed next time.
+    assert not list((tmp_path / "runs").glob("*/*/checkpoints/interrupted.ckpt"))
+    assert (first / "checkpoints" / "last.ckpt").read_bytes() == last_before
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_extend_stretches_the_decay_and_keeps_the_warmup(
+    tiny_folder: Path, tmp_path: Path, scheduler: str
+) -> None:
+    first = first_run(tiny_folder, tmp_path / "runs", scheduler, 8)
+    warmup = 0.25 * 8  # steps, as the first run had it
+    assert list(lr_by_step(first).values()) == pytest.approx(reference(scheduler, 8, warmup, 8), rel=1e-6)
+
+    resumed = main([
+        "fit", *args_for(tiny_folder, tmp_path / "runs", scheduler),
+        "--trainer.max_steps=16", "--ckpt_path=last", "--model.on_schedule_change=extend",
+    ])  # fmt: skip
+    assert resumed.trainer.global_step == 16
+    lrs = lr_by_step(Path(resumed.trainer.log_dir))
+    assert sorted(lrs) == list(range(8, 16))
+    # The curve of a 16-step run with the same 2-step warmup, from step 8 on: the decay restarts higher.
+    expected = reference(scheduler, 16, warmup, 16)[8:]
+    assert [lrs[s] for s in range(8, 16)] == pytest.approx(expected, rel=1e-6)
+    assert lrs[8] > lr_by_step(first)[7]
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_restart_runs_a_fresh_schedule_over_the_remaining_steps(
+    tiny_folder: Path, tmp_path: Path, scheduler: str
+) -> None:
+    first = first_run(tiny_folder, tmp_path / "runs", scheduler, 8)
+    weights = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = main([
+        "fit", *args_for(tiny_folder, tmp_path / "runs", scheduler),
+        "--trainer.max_steps=20", "--ckpt_path=last", "--model.on_schedule_change=restart",
+    ])  # fmt: skip
+    assert resumed.trainer.global_step == 20
+    lrs = lr_by_step(Path(resumed.trainer.log_dir))
+    expected = reference(scheduler, 12, 0.25 * 12, 12)  # warmup included, over the 12 steps left
+    assert [lrs[s] for s in range(8, 20)] == pytest.approx(expected, rel=1e-6)
+    # The weights were kept (training moved on from them, it did not start from a new init).
+    first_conv = next(k for k in weights if k.endswith("weight") and weights[k].ndim == 4)
+    moved = resumed.model.state_dict()[first_conv].cpu()
+    assert not torch.equal(moved, weights[first_conv])
+    assert (moved - weights[first_conv]).abs().mean() < weights[first_conv].abs().mean()
+
+
+def test_same_length_resumes_exactly(tiny_folder: Path, tmp_path: Path) -> None:
+    """The horizon check leaves a same-length resume alone: weights and LR curve as in a straight run."""
+    args = ["fit", *args_for(tiny_folder, tmp_path / "runs", "onecycle"), "--trainer.max_epochs=2"]
+    straight = Path(main(args).trainer.log_dir)
+    stop = [{"class_path": "helpers.StopAt", "init_args": {"step": STEPS_PER_EPOCH + 1, "how": "keyboard"}}]
+    with pytest.raises(SystemExit):  # Ctrl+C right after epoch 0's last step and its checkpoint
+        main([*args, f"--trainer.callbacks={json.dumps(stop)}"])
+    epoch_end = straight.parent / "version_1" / "checkpoints" / "last.ckpt"
+    resumed = main([*args, f"--ckpt_path={epoch_end}"])
+    assert resumed.trainer.global_step == 12
+    resumed_lrs, straight_lrs = lr_by_step(Path(resumed.trainer.log_dir)), lr_by_step(straight)
+    # The LR of each remaining step, in order. (Lightning logs the first step after an epoch-end resume
+    # under a step key one higher than the straight run does; the values are the schedule's.)
+    assert [resumed_lrs[s] for s in sorted(resumed_lrs)] == [
+        straight_lrs[s] for s in sorted(straight_lrs) if s >= STEPS_PER_EPOCH
+    ]
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(Path(resumed.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)[
+        "state_dict"
+    ]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--model.scheduler=null"],  # constant LR
+        ["--config", str(ROOT / "configs" / "ablations" / "no_tricks.yaml")],  # MultiStepLR per epoch
+    ],
+    ids=["constant", "epoch_milestones"],
+)
+def test_schedules_without_a_horizon_resume_into_a_longer_run(
+    tiny_folder: Path, tmp_path: Path, extra: list[str]
+) -> None:
+    args = [*args_for(tiny_folder, tmp_path / "runs", "onecycle"), *extra]
+    main(["fit", *args, "--trainer.max_epochs=1"])
+    resumed = main(["fit", *args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH
