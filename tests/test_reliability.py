@@ -124,7 +124,13 @@ def test_same_seed_twice_same_metrics(tiny_folder: Path, tmp_path: Path) -> None
     args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=2"]
     runs = [Path(main(args).trainer.log_dir) for _ in range(2)]
     first, second = (rows(run / "metrics.csv") for run in runs)
-    assert first == second and any(r["val/acc"] for r in first)
+    assert any(r["val/acc"] for r in first) and any(r["perf/train_s"] for r in first)
+
+    def seeded(table: list[dict[str, str]]) -> list[dict[str, str]]:
+        # perf/* are wall-clock measurements (EpochThroughput): the one thing a seed does not fix
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in table]
+
+    assert seeded(first) == seeded(second)
 
 
 def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
