@@ -12,14 +12,19 @@ import yaml
 from lit_vision.cli import TRICK_KEYS, main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*.yaml"))
+# complete configs: the top level and the speedrun recipes
+CONFIGS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for pattern in ("*.yaml", "speedrun/*.yaml")
+    for p in (ROOT / "configs").glob(pattern)
+)
 # configs/logger/* replace the CSV logger: tested in test_wandb.py; configs/models/* replace the backbone;
 # configs/trainer/* ask for GPUs / several processes: tested in test_distributed.py; configs/campaigns/* are
 # lit_vision.compare files, not CLI configs: tested in test_compare.py
 FRAGMENTS = sorted(
     p.relative_to(ROOT).as_posix()
     for p in (ROOT / "configs").glob("*/*.yaml")
-    if p.parent.name not in ("logger", "models", "trainer", "campaigns")
+    if p.parent.name not in ("logger", "models", "trainer", "campaigns", "speedrun")
 )
 MODEL_CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "models").glob("*.yaml"))
 TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))

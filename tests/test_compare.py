@@ -108,6 +108,25 @@ def test_stopped_campaign_resumes_without_rerunning_finished_cells(tiny_folder: 
     assert second["epochs"] == "2" and second["steps"] == "12"  # finished from the checkpoint, not redone
 
 
+def test_an_attempt_lost_with_its_runner_still_counts_its_time(tmp_path: Path) -> None:
+    """The runner records an attempt when it starts; one that never got an exit (the runner died with it)
+    is closed on the next start with the time until its run last wrote a file."""
+    import os
+
+    from lit_vision.compare.runner import _close_lost_attempts
+
+    run = tmp_path / "cell-s0"
+    (run / "version_0").mkdir(parents=True)
+    metrics = run / "version_0" / "metrics.csv"
+    metrics.write_text("epoch\n0\n")
+    os.utime(metrics, (1_000_300.0, 1_000_300.0))
+    state = {"attempts": [{"started": 1_000_000.0, "wall_s": None, "exit": None}]}
+    _close_lost_attempts(run, state)
+    assert state["attempts"] == [{"started": 1_000_000.0, "wall_s": 300.0, "exit": "lost"}]
+    _close_lost_attempts(run, state)  # closed once: a finished attempt is left alone
+    assert state["attempts"][0]["wall_s"] == 300.0
+
+
 # ---------------------------------------------------------------------------------------------- campaigns
 def test_presets_expand_to_the_expected_cells() -> None:
     spec = {"name": "x", "base": ["configs/cifar10_compact.yaml"], "max_epochs": 1}
@@ -134,6 +153,32 @@ def test_presets_expand_to_the_expected_cells() -> None:
     smoothing = {"name": "ls05", "set": {"model.label_smoothing": 0.05}}
     custom = Campaign.from_dict({**spec, "preset": "techniques", "techniques": [smoothing]})
     assert custom.cells()[1].overrides == (("model.label_smoothing", 0.05),)
+
+
+def test_a_technique_wins_over_the_campaign_set(tmp_path: Path) -> None:
+    """The techniques campaign pins `model.label_smoothing: 0` for its baseline: the label_smoothing
+    technique's fragment must still set it in its cell (the resolved config the run would train with)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from lit_vision.compare.runner import cell_command
+
+    campaign = Campaign.from_dict(
+        {"name": "x", "preset": "techniques", "base": ["configs/cifar10_compact.yaml"], "max_epochs": 1,
+         "set": {"model.label_smoothing": 0.0}, "techniques": ["label_smoothing"]}
+    )  # fmt: skip
+    smoothing = {c.id: c for c in campaign.cells()}
+    args = cell_command(campaign, smoothing["label_smoothing"], 0, tmp_path / "run")
+    expected = yaml.safe_load((ROOT / "configs/tricks/label_smoothing.yaml").read_text())["model"]
+    printed = subprocess.run(
+        [sys.executable, "-m", "lit_vision.cli", "fit", *args, "--print_config"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert yaml.safe_load(printed)["model"]["label_smoothing"] == expected["label_smoothing"] > 0
+    baseline = cell_command(campaign, smoothing["baseline"], 0, tmp_path / "run")
+    assert "--model.label_smoothing=0.0" in baseline
 
 
 def test_every_shipped_campaign_file_parses() -> None:

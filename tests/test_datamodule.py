@@ -178,7 +178,7 @@ def test_missing_train_split(tmp_path: Path) -> None:
         dm(tmp_path / "only_test").setup("fit")
 
 
-@pytest.mark.parametrize("val_size", [60, 0, 1000])
+@pytest.mark.parametrize("val_size", [60, 0.001, 1000])  # 0.001 x 60 rounds to 0 (0 itself: no validation)
 def test_val_size_out_of_range(tiny_folder: Path, val_size: int) -> None:
     with pytest.raises(DatasetError, match=f"val_size={val_size} must leave images.*60 images"):
         dm(tiny_folder, val_size=val_size).setup("fit")

@@ -74,11 +74,15 @@ def fit(tmp_path: Path, callbacks: list, max_epochs: int = 2, val: bool = False,
     return trainer
 
 
-def closed_form(states: list[list[torch.Tensor]], decay: float, start: int) -> list[torch.Tensor]:
-    """a_start = w_start, a_t = decay * a_{t-1} + (1 - decay) * w_t for t > start (0-based steps)."""
+def closed_form(
+    states: list[list[torch.Tensor]], decay: float, start: int, power: float | None = None
+) -> list[torch.Tensor]:
+    """a_start = w_start, a_t = d_n * a_{t-1} + (1 - d_n) * w_t for t > start (0-based steps), where n counts
+    the updates so far and d_n = decay, or min(decay, 1 - (1 + n) ** -power) with warmup."""
     avg = [t.clone() for t in states[start]]
-    for state in states[start + 1 :]:
-        avg = [decay * a + (1 - decay) * w for a, w in zip(avg, state, strict=True)]
+    for n, state in enumerate(states[start + 1 :], start=1):
+        d = decay if power is None else min(decay, 1 - (1 + n) ** -power)
+        avg = [d * a + (1 - d) * w for a, w in zip(avg, state, strict=True)]
     return avg
 
 
@@ -99,6 +103,18 @@ def test_average_equals_closed_form_including_bn_buffers(tmp_path: Path, start: 
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     # num_batches_tracked is copied, not averaged.
     assert int(ema.average_module.net[1].num_batches_tracked) == 8
+
+
+@pytest.mark.parametrize("power", [2 / 3, 1.0])
+def test_warmup_ramps_the_decay(tmp_path: Path, power: float) -> None:
+    rec, ema = Recorder(), EMA(decay=0.6, warmup="updates", warmup_power=power, update_starting_at_step=1)
+    fit(tmp_path, [rec, ema])
+    expected = closed_form(rec.states, 0.6, 1, power)
+    for got, want in zip(float_tensors(ema.average_module), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # the first updates ramp below the cap (1 - 2**-power < 0.6): the fixed-decay average differs
+    fixed = closed_form(rec.states, 0.6, 1)
+    assert not torch.allclose(float_tensors(ema.average_module)[0], fixed[0], rtol=1e-4, atol=1e-5)
 
 
 def test_delayed_start_never_reached_keeps_trained_weights(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ EXPECTED_PARAMS: dict[str, tuple[int, float]] = {
     "cnn_transformer_base": (16_000_000, 0.15),
     "vit_tiny": (5_000_000, 0.15),
     "gapawarenet": (1_059_704, 0.0),
+    "airbench94": (2_000_000, 0.15),  # "~2M parameters" (Jordan 2024); 1,440 of them frozen (whitening, BN)
 }
 ACT_CLASSES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "mish": nn.Mish, "leaky_relu": nn.LeakyReLU}
 WITH_ACT = [n for n in list_backbones() if "act" in inspect.signature(_BACKBONES[n]).parameters]
@@ -68,7 +69,7 @@ def test_backbone_interface(name: str, num_classes: int) -> None:
     pooled = model.forward_head(feats, pre_logits=True)
     assert pooled.shape == (2, model.num_features)
     logits.sum().backward()  # training mode: dropout / stochastic depth active
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient for {missing[:5]}"
     model.eval()
     with torch.no_grad():  # deterministic: forward == forward_head(forward_features)

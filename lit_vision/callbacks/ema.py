@@ -15,6 +15,9 @@ what it gets wrong for us:
 * **Update.** One foreach ``lerp`` per (device, dtype) group (``torch.optim.swa_utils.get_ema_multi_avg_fn``)
   instead of a Python loop over tensors; integer buffers (BatchNorm's ``num_batches_tracked``) are copied,
   not averaged. BatchNorm running statistics are averaged like weights (``use_buffers=True``).
+* **Warmup** (opt-in): timm ``ModelEmaV3``'s decay ramp, for runs too short for a fixed decay to forget the
+  initial weights, or airbench94's ramp over the run's progress.
+* **Lookahead** (opt-in): the average is copied into the model after each update (airbench94).
 * **Resume.** The callback state holds the last update step and epoch, the checkpoint holds both weight sets
   (``state_dict``: the average, used by ``test``/``predict``/``load_from_checkpoint``;
   ``current_model_state``: the raw weights), so a resumed fit continues exactly.
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -35,18 +39,39 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 __all__ = ["EMA"]
 
 
-def _ema_multi_avg_fn(decay: float) -> Any:
-    """Foreach EMA update that tolerates a model dtype different from the (fp32) average's."""
-    lerp = get_ema_multi_avg_fn(decay)
+def ema_decay(
+    decay: float, warmup: str, power: float, updates: int = 0, step: int = 0, total_steps: int = 1
+) -> float:
+    """Decay of the next update.
+
+    * ``none``: ``decay``.
+    * ``updates`` (timm ``ModelEmaV3``'s warmup): ``min(decay, 1 - (1 + updates) ** -power)``, where
+      ``updates`` counts the earlier updates: the first ones weigh the current weights heavily, so the
+      average never drags the fast-moving early weights along for long. It reaches ``decay`` after
+      ``(1 - decay) ** (-1 / power) - 1`` updates (0.999 with power 2/3: about 31,600).
+    * ``progress`` (airbench94): ``decay * (step / total_steps) ** power``, where ``step`` is the optimizer
+      step just taken (1-based): move fast early, average strongly at the end.
+    """
+    if warmup == "updates":
+        return min(decay, 1.0 - (1.0 + updates) ** -power)
+    if warmup == "progress":
+        return decay * min(1.0, step / max(1, total_steps)) ** power
+    return decay
+
+
+def _ema_multi_avg_fn(decay_of: Callable[[Tensor], float]) -> Any:
+    """Foreach EMA update with the decay ``decay_of(num_averaged)``, tolerating a model dtype different from
+    the (fp32) average's."""
 
     @torch.no_grad()
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
         # AveragedModel groups by the *average's* (device, dtype); the model's tensors may be bf16/fp16.
         current = [c if c.dtype == a.dtype else c.to(a.dtype) for a, c in zip(averaged, current, strict=True)]
-        if torch.is_floating_point(averaged[0]):
-            lerp(averaged, current, num_averaged)
-        else:  # counters such as num_batches_tracked: an average of step counts means nothing
+        if not torch.is_floating_point(averaged[0]):
+            # counters such as num_batches_tracked: an average of step counts means nothing
             torch._foreach_copy_(averaged, current)
+        else:
+            get_ema_multi_avg_fn(decay_of(num_averaged))(averaged, current, num_averaged)
 
     return update
 
@@ -63,6 +88,17 @@ class EMA(EMAWeightAveraging):
         update_starting_at_epoch: alternatively, also update at the end of every epoch from this one on.
         device: where the average lives (default: the model's device; ``cpu`` saves accelerator memory).
         use_buffers: average buffers (BatchNorm running statistics) too.
+        warmup: ramp the decay up from 0 (see :func:`ema_decay`). ``updates``: timm ``ModelEmaV3``'s
+            ``min(decay, 1 - (1 + n) ** -warmup_power)`` after n updates. ``progress``: airbench94's
+            ``decay * (step / total_steps) ** warmup_power``. ``none``: a fixed decay, whose first average
+            keeps a weight of ``decay ** n`` after n updates (0.999 after 1,600 updates: 20%), which ruins
+            runs shorter than a few times ``1 / (1 - decay)`` steps.
+        warmup_power: exponent of the ramp (default: 2/3 for ``updates``, timm's, which reaches 0.999 after
+            about 31,600 updates; 3 for ``progress``, airbench's).
+        lookahead: after every update copy the average into the model, and again after an epoch's last
+            batch (Lookahead, Zhang et al. 2019, as airbench94 uses it): training goes on from the average.
+        step_updates_from_epoch: no step updates before this epoch (0-based; airbench94: 3), whatever the
+            number of steps per epoch.
     """
 
     def __init__(
@@ -73,9 +109,19 @@ class EMA(EMAWeightAveraging):
         update_starting_at_epoch: int | None = None,
         device: str | None = None,
         use_buffers: bool = True,
+        warmup: Literal["none", "updates", "progress"] = "none",
+        warmup_power: float | None = None,
+        lookahead: bool = False,
+        step_updates_from_epoch: int | None = None,
     ) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
+        if warmup not in ("none", "updates", "progress"):
+            raise ValueError(f"warmup must be none, updates or progress, got {warmup!r}")
+        if warmup_power is None:
+            warmup_power = 3.0 if warmup == "progress" else 2 / 3
+        if warmup_power <= 0:
+            raise ValueError(f"warmup_power must be > 0, got {warmup_power}")
         super().__init__(
             device=device,
             use_buffers=use_buffers,
@@ -84,11 +130,36 @@ class EMA(EMAWeightAveraging):
             update_starting_at_step=update_starting_at_step,
             update_starting_at_epoch=update_starting_at_epoch,
         )
-        self.decay = decay
+        self.decay, self.warmup, self.warmup_power = decay, warmup, warmup_power
+        self.lookahead, self.step_updates_from_epoch = lookahead, step_updates_from_epoch
+        self._step, self._total_steps = 0, 1  # for the progress warmup; set before each update
         # Lightning passes avg_fn=get_ema_avg_fn (one tensor at a time); use the foreach form instead.
         self._kwargs.pop("avg_fn", None)
-        self._kwargs["multi_avg_fn"] = _ema_multi_avg_fn(decay)
+        self._kwargs["multi_avg_fn"] = _ema_multi_avg_fn(self._decay_of)
         self._backup: list[Tensor] | None = None
+
+    def _decay_of(self, num_averaged: Tensor) -> float:
+        # int(): one host sync per update (only the `updates` warmup reads it), like those
+        # AveragedModel.update_parameters already makes on n_averaged in the same call
+        updates = int(num_averaged) if self.warmup == "updates" else 0
+        return ema_decay(self.decay, self.warmup, self.warmup_power, updates, self._step, self._total_steps)
+
+    # ------------------------------------------------------------------ updates
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.step_updates_from_epoch is not None and trainer.current_epoch < self.step_updates_from_epoch:
+            return
+        self._step, self._total_steps = trainer.global_step, max(1, int(trainer.estimated_stepping_batches))
+        before = self._latest_update_step
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not (self.lookahead and self.has_average):
+            return
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if self._latest_update_step != before or last_of_epoch:
+            # Lookahead: training continues from the average. At the epoch's last batch too, before validation
+            # and the end-of-epoch checkpoint, so a resumed run starts where a straight one goes on.
+            self._copy_average_to_current(pl_module)
 
     # ------------------------------------------------------------------ state
     @property

@@ -11,8 +11,9 @@ lit_vision.compare``::
     seeds: 3                         # seeds 0, 1, 2 (or a list)
     max_epochs: 5                    # and/or max_time (minutes of training per run)
 
-Every cell is an ordinary ``train.py fit`` run: the base configs, the cell's own config fragments, then the
-``set`` overrides and the cell's overrides as flags.
+Every cell is an ordinary ``train.py fit`` run: the base configs, the ``set`` overrides (they amend the
+base), then the cell's own config fragments and overrides, which win over both: a technique that sets a key
+the base pins takes effect.
 """
 
 from __future__ import annotations

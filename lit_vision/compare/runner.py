@@ -68,10 +68,14 @@ def _max_time(minutes: float) -> str:
 def cell_command(campaign: Campaign, cell: Cell, seed: int, run_root: Path) -> list[str]:
     """The ``train.py fit`` arguments of one (cell, seed), without the budget's planned schedule."""
     args: list[str] = []
-    for config in (*campaign.base, *cell.configs):
+    # base, then the campaign's `set` (it amends the base), then the cell's own fragments and overrides: a
+    # technique that sets a key the base pins (label smoothing over `model.label_smoothing: 0`) must win
+    for config in campaign.base:
         args += ["--config", config]
-    for key, value in (*campaign.overrides.items(), *cell.overrides):
-        args.append(_flag(key, value))
+    args += [_flag(key, value) for key, value in campaign.overrides.items()]
+    for config in cell.configs:
+        args += ["--config", config]
+    args += [_flag(key, value) for key, value in cell.overrides]
     if campaign.max_epochs is not None:
         args.append(_flag("trainer.max_epochs", campaign.max_epochs))
     if campaign.max_time is not None:
@@ -166,16 +170,31 @@ def _start(campaign: Campaign, job: Job, log: Callable[[str], None]) -> None:
     job.run_root.mkdir(parents=True, exist_ok=True)
     state = _state(job.run_root)
     state["command"] = command[1:]
+    _close_lost_attempts(job.run_root, state)
+    job.started = time.time()
+    # recorded now, so an attempt whose runner dies with it (machine stop, session end) still counts
+    state["attempts"].append({"started": job.started, "wall_s": None, "exit": None})
     _save_state(job.run_root, state)
     log_file = open(job.run_root / "cell.log", "a")  # noqa: SIM115 - closed when the process ends
     log_file.write(f"\n$ {' '.join(command)}\n")
     log_file.flush()
-    job.started = time.time()
     job.loads = []
     job.process = subprocess.Popen(
         command, stdout=log_file, stderr=subprocess.STDOUT, env=_env(job.gpu), start_new_session=True
     )
     job.process.log_file = log_file  # type: ignore[attr-defined]
+
+
+def _close_lost_attempts(run_root: Path, state: dict[str, Any]) -> None:
+    """Attempts that never got an exit status (the runner died with them): their wall time is taken as the
+    time from their start to the last file their run wrote, a lower bound."""
+    for attempt in state["attempts"]:
+        if attempt.get("exit") is None and attempt.get("started") is not None:
+            written = [
+                p.stat().st_mtime for p in run_root.rglob("*") if p.is_file() and p.name != "cell.json"
+            ]
+            last = max((t for t in written if t >= attempt["started"]), default=attempt["started"])
+            attempt.update(wall_s=last - attempt["started"], exit="lost")
 
 
 def _has_test_split(config: dict[str, Any]) -> bool:
@@ -253,7 +272,7 @@ def _collect(campaign: Campaign, job: Job, out: Path) -> dict[str, Any]:
         "seed": job.seed,
         "params": params,
         "macs": macs,
-        "wall_s": sum(a["wall_s"] for a in state["attempts"]),
+        "wall_s": sum(a["wall_s"] or 0.0 for a in state["attempts"]),
         "peak_rss_mb": max((a.get("peak_rss_mb") or 0 for a in state["attempts"]), default=None),
         "load_avg": sum(loads) / len(loads) if loads else None,
         "cpu_count": os.cpu_count(),
@@ -342,7 +361,7 @@ def run_campaign(
                 running.remove(job)
                 wall = time.time() - job.started
                 state = _state(job.run_root)
-                state["attempts"].append({
+                state["attempts"][-1].update({
                     "wall_s": wall,
                     "exit": job.process.returncode,
                     "peak_rss_mb": rusage.ru_maxrss / 1024,  # Linux: KiB

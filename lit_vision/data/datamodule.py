@@ -54,11 +54,16 @@ class CIFARDataModule(L.LightningDataModule):
             is set) or an ImageFolder copy of the dataset; for imagefolder the tree's root.
         batch_size: training batch size per device (per process under DDP).
         eval_batch_size: batch size for val/test/predict (default: 2 x ``batch_size``).
-        val_size: images held out of the train split for validation: a count, or a fraction if < 1.
+        val_size: images held out of the train split for validation: a count, or a fraction if < 1; 0 trains
+            on every image and skips validation (``test``/``predict`` then need a test split).
         seed: seed of the train/val split (the same split on every rank and every run).
         augment: ``batched`` (tensor ops on the device, default) or ``albumentations`` (per-sample, workers).
         crop_padding: batched path: random-crop shift in pixels (reflect padding); 0 disables.
         hflip: batched path: random horizontal flip.
+        alternating_flip: batched path, with ``hflip``: instead of a coin per image and epoch, flip every
+            image in every other epoch, starting from a random choice per image (airbench, Jordan 2024: more
+            distinct views early in training). The choice is a function of (run seed, image), so resumed
+            runs see the same flips.
         cutout: batched path: Cutout square side in pixels; 0 disables.
         albumentations: albumentations path: list of ``{name: Transform, arg: value}`` entries.
         image_size: resize + centre-crop ImageFolder images to this square size (``None``: keep native size).
@@ -83,6 +88,7 @@ class CIFARDataModule(L.LightningDataModule):
         augment: Literal["batched", "albumentations"] = "batched",
         crop_padding: int = 4,
         hflip: bool = True,
+        alternating_flip: bool = False,
         cutout: int = 0,
         albumentations: list[dict[str, Any]] | None = None,
         image_size: int | None = None,
@@ -127,6 +133,9 @@ class CIFARDataModule(L.LightningDataModule):
             cutout,
             channels_last,
         )
+        self.alternating_flip = alternating_flip and hflip and augment == "batched"
+        #: alternating flip: whether each image of the train split (by index) is flipped in even epochs
+        self._flip_phase: Tensor | None = None
 
         self._train_full: DecodedSplit | None = None
         self._test: DecodedSplit | None = None
@@ -179,6 +188,13 @@ class CIFARDataModule(L.LightningDataModule):
         if self._std is None:
             raise RuntimeError("std is computed in setup(); call datamodule.setup('fit') first.")
         return self._std
+
+    def train_images(self, count: int | None = None) -> Tensor:
+        """The first ``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU
+        (available after ``setup``): what a backbone's data-dependent initialization reads."""
+        if self._train_full is None or self._train_idx is None:
+            raise RuntimeError("train_images() needs setup('fit') first.")
+        return self._train_full.images[self._train_idx[:count]]
 
     @property
     def has_test_split(self) -> bool:
@@ -259,10 +275,11 @@ class CIFARDataModule(L.LightningDataModule):
             if isinstance(self.val_size, float) and self.val_size < 1
             else int(self.val_size)
         )
-        if not 0 < n_val < n:
+        if not 0 <= n_val < n or (n_val == 0 and self.val_size != 0):
             raise DatasetError(
                 f"val_size={self.val_size} must leave images for both splits: the train split of "
-                f"{self.data_dir} has {n} images (use a count below {n}, or a fraction such as 0.1)."
+                f"{self.data_dir} has {n} images (use a count below {n}, a fraction such as 0.1, or 0 to "
+                "train on every image without validation)."
             )
         # A CPU generator with a fixed seed gives the same permutation on every rank and every run.
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
@@ -274,6 +291,11 @@ class CIFARDataModule(L.LightningDataModule):
                 "loader drops incomplete batches, so no step would run. Lower data.batch_size."
             )
         self._mean, self._std = self._channel_stats()
+        if self.alternating_flip:
+            # the run's seed (what the sampler uses), not the split's: flips are training randomness
+            run_seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+            generator = torch.Generator().manual_seed(run_seed)
+            self._flip_phase = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
         self.batch_transform = BatchAugment(
             self._mean, self._std, self.crop_padding, self.hflip, self.cutout, self.channels_last
         )
@@ -306,7 +328,11 @@ class CIFARDataModule(L.LightningDataModule):
             raise RuntimeError("Call setup() before asking for a dataloader.")
         if split == "train":
             return TensorImageDataset(
-                self._train_full.images, self._train_full.targets, self._train_idx, self._sample_transform
+                self._train_full.images,
+                self._train_full.targets,
+                self._train_idx,
+                self._sample_transform,
+                return_index=self.alternating_flip,  # the flip of an image depends on which image it is
             )
         name = self._resolve_eval_split(split)
         if name == "test":
@@ -320,16 +346,24 @@ class CIFARDataModule(L.LightningDataModule):
     def _resolve_eval_split(self, split: str) -> str:
         if split == "val":
             return "val"
-        if split == "predict" and self.predict_split is not None:
-            if self.predict_split == "test" and self._test is None:
-                raise DatasetError(f"predict_split=test, but {self.data_dir} has no test split.")
-            return self.predict_split
-        if self._test is None:
-            rank_zero_warn(
-                f"{self.data_dir} has no test split; {split} uses the held-out validation split instead."
+        name = self.predict_split if split == "predict" and self.predict_split is not None else None
+        if name == "test" and self._test is None:
+            raise DatasetError(f"predict_split=test, but {self.data_dir} has no test split.")
+        if name is None and self._test is not None:
+            name = "test"
+        if name is None:
+            name = "val"
+            if self._val_idx is not None and len(self._val_idx) > 0:
+                rank_zero_warn(
+                    f"{self.data_dir} has no test split; {split} uses the held-out validation split instead."
+                )
+        if name == "val" and self._val_idx is not None and len(self._val_idx) == 0:
+            raise DatasetError(
+                f"{split} needs images to evaluate, but {self.data_dir} has no test split and val_size=0 "
+                "holds none out: add a test split, run it with a val_size > 0, or predict on files "
+                "(predict.py)."
             )
-            return "val"
-        return "test"
+        return name
 
     def predict_paths(self) -> list[str]:
         """Source path of every image, indexed like the ``index`` element of predict batches."""
@@ -388,7 +422,9 @@ class CIFARDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self._val_idx is not None and len(self._val_idx) == 0:
+            return []  # val_size: 0: Lightning skips validation
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
@@ -404,6 +440,13 @@ class CIFARDataModule(L.LightningDataModule):
         images, *rest = batch
         trainer = self.trainer
         augment = trainer is not None and trainer.training and self.augment == "batched"
+        if augment and self.alternating_flip:
+            targets, index = rest
+            assert self._flip_phase is not None
+            if self._flip_phase.device != index.device:
+                self._flip_phase = self._flip_phase.to(index.device)
+            flip = self._flip_phase[index] ^ bool(trainer.current_epoch % 2)  # (N,) bool
+            return self.batch_transform(images, train=True, flip=flip), targets
         return (self.batch_transform(images, train=augment), *rest)
 
     # ------------------------------------------------------------------ checkpointing of the split

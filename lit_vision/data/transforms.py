@@ -93,11 +93,14 @@ class BatchAugment(nn.Module):
         """uint8 or [0, 255] float images -> normalized float32."""
         return torch.addcmul(self.shift.to(x.device), x.float(), self.scale.to(x.device))
 
-    def forward(self, x: Tensor, train: bool = False) -> Tensor:
+    def forward(self, x: Tensor, train: bool = False, flip: Tensor | None = None) -> Tensor:
+        """``flip``: (N,) bool, which images to flip (alternating flip); ``None``: a coin per image."""
         x = self.normalize(x)
         if train:
             x = batch_random_crop(x, self.crop_padding)
-            if self.hflip:
+            if flip is not None:
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            elif self.hflip:
                 x = batch_hflip(x)
             x = batch_cutout(x, self.cutout)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -5,6 +5,7 @@
 
 # Importing a family module registers its backbones.
 from lit_vision.models import (  # noqa: F401
+    airbench,
     cbam,
     cnn,
     compact,
@@ -17,14 +18,17 @@ from lit_vision.models.backbone import Backbone
 from lit_vision.models.classifier import ImageClassifier, ScheduleChangeError
 from lit_vision.models.gapawarenet import class_activation_map
 from lit_vision.models.losses import SoftTargetCrossEntropy
+from lit_vision.models.optimizers import DecoupledSGD
 from lit_vision.models.registry import create_backbone, is_backbone, list_backbones, register_backbone
-from lit_vision.models.schedulers import WarmupCosineLR
+from lit_vision.models.schedulers import TriangleLR, WarmupCosineLR
 
 __all__ = [
     "Backbone",
+    "DecoupledSGD",
     "ImageClassifier",
     "ScheduleChangeError",
     "SoftTargetCrossEntropy",
+    "TriangleLR",
     "WarmupCosineLR",
     "class_activation_map",
     "create_backbone",

@@ -2,6 +2,16 @@
 
 ``forward_features(x)`` maps images to features (a feature map or pooled vector), ``forward_head(features)``
 maps those to logits, ``num_features`` is the width of the vector the head's final linear layer sees.
+
+Two optional hooks, for backbones whose training needs more than a forward pass (any ``nn.Module`` may
+define them; :class:`~lit_vision.models.ImageClassifier` calls them):
+
+* ``init_from_data(images)`` with ``data_init_images`` (an int): weights computed from the training data
+  (airbench's patch whitening). Called once when ``fit`` starts from scratch, with that many normalized
+  training images (N, 3, H, W), before the optimizer is built; not when resuming or loading pretrained
+  weights (the weights come from the file then).
+* ``set_epoch(epoch)``: called at the start of every training epoch (0-based, resumed runs included), e.g.
+  to freeze a layer after some epochs.
 """
 
 from __future__ import annotations

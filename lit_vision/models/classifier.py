@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_vision.models.factory_args import left_unset
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs, fills_total_steps
@@ -43,13 +44,18 @@ class ImageClassifier(L.LightningModule):
         num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
         backbone_kwargs: extra constructor arguments for a named backbone (e.g. ``{width: 1.5}``).
         label_smoothing: weight of the uniform distribution mixed into every target (hard or soft).
-        optimizer: optimizer factory, e.g. ``class_path: torch.optim.SGD`` with its ``init_args``.
+        optimizer: optimizer factory, e.g. ``class_path: torch.optim.SGD`` with its ``init_args``; a
+            ``batch_size`` argument left unset (``lit_vision.models.DecoupledSGD``) is filled with the
+            examples per optimizer step (per-device batch x devices x gradient accumulation).
         scheduler: LR scheduler factory, stepped every ``scheduler_interval``; a ``total_steps`` argument
             left unset (OneCycleLR, ``lit_vision.models.WarmupCosineLR``) is filled with the run's number of
             optimizer steps. ``None``: constant LR.
         scheduler_interval: ``step`` (per optimizer step) or ``epoch``.
         weight_decay_norm_and_bias: apply weight decay to normalization weights and biases too (off by
             default: decaying them only shrinks the scale BN learns).
+        norm_bias_lr_scale: learning-rate multiplier for the biases of normalization layers, whose weight
+            decay is divided by it so the decay per step stays the same (airbench's ``bias_scaler``: 64).
+            Schedulers that set absolute LRs (OneCycleLR's ``max_lr``) override it.
         class_names: class names in label order (linked from ``data.classes``), stored in checkpoints.
         channels_last: run the backbone in channels-last memory format (faster convs on CPU and GPU).
         compile: wrap the backbone in ``torch.compile``.
@@ -86,6 +92,7 @@ class ImageClassifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
         weight_decay_norm_and_bias: bool = False,
+        norm_bias_lr_scale: float = 1.0,
         class_names: list[str] | None = None,
         channels_last: bool = False,
         compile: bool = False,
@@ -104,6 +111,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(
                 f"on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}"
             )
+        if norm_bias_lr_scale <= 0:
+            raise ValueError(f"norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         if class_names is not None and len(class_names) != num_classes:
@@ -197,12 +206,35 @@ class ImageClassifier(L.LightningModule):
         decoded = getattr(datamodule, "_train_full", None)
         if decoded is not None:
             self.input_size = int(decoded.images.shape[-1])  # square training images (S, S)
+        if (
+            stage == "fit"
+            and hasattr(self.backbone, "init_from_data")
+            and not pretrained
+            and getattr(self.trainer, "ckpt_path", None) is None
+        ):
+            self._init_backbone_from_data(datamodule)
+
+    def _init_backbone_from_data(self, datamodule: Any) -> None:
+        """The backbone's data-dependent initialization (see ``lit_vision.models.backbone``)."""
+        count = int(getattr(self.backbone, "data_init_images", 5000))
+        if not hasattr(datamodule, "train_images"):
+            raise TypeError(
+                f"{type(self.backbone).__name__} computes weights from the training images before fit, "
+                "which needs a lit_vision datamodule (its train_images()); with other data, load pretrained "
+                "weights (model.pretrained_weights) or call backbone.init_from_data(images) yourself."
+            )
+        images = datamodule.train_images(count).float() / 255.0  # (N, 3, H, W) in [0, 1]
+        self.backbone.init_from_data(self.normalize(images.to(self.input_mean.device)))
+        rank_zero_info(f"{type(self.backbone).__name__}: initialized from {len(images)} training images.")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What prediction and export need besides the weights and hparams: the training image size.
         checkpoint["lit_vision"] = {"input_size": self.input_size, "schedule_horizon": self._schedule_horizon}
 
     def on_train_epoch_start(self) -> None:
+        set_epoch = getattr(self.backbone, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
         if not self.hparams.reseed_every_epoch:
             return
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything (the CLI's default: 0)
@@ -317,17 +349,53 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Parameters split into a decayed group and a no-decay group (norm weights, biases)."""
-        if self.hparams.weight_decay_norm_and_bias:
-            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
-        decay, no_decay = [], []
+        """Trainable parameters split into a decayed group and a no-decay group (norm weights, biases), and
+        with ``norm_bias_lr_scale != 1`` a last group of normalization biases carrying ``lr_scale``."""
+        decay_all = self.hparams.weight_decay_norm_and_bias
+        scale = float(self.hparams.get("norm_bias_lr_scale", 1.0))
+        scaled = set()
+        if scale != 1.0:
+            norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+            scaled = {id(m.bias) for m in self.modules() if isinstance(m, norms) and m.bias is not None}
+        decay, no_decay, norm_bias = [], [], []
         for p in self.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if not p.requires_grad:
+                continue
+            if id(p) in scaled:
+                norm_bias.append(p)
+            else:
+                (decay if decay_all or p.ndim > 1 else no_decay).append(p)
+        groups: list[dict[str, Any]] = [{"params": decay}]
+        if not decay_all:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        if norm_bias:
+            groups.append(
+                {"params": norm_bias, "lr_scale": scale, **({} if decay_all else {"weight_decay": 0.0})}
+            )
+        return groups
+
+    def _global_batch_size(self) -> int:
+        """Examples per optimizer step over all devices."""
+        trainer = self.trainer
+        per_device = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        if per_device is None:
+            per_device = getattr(trainer.train_dataloader, "batch_size", None)
+        if per_device is None:
+            raise ValueError("The optimizer needs batch_size, and the run's batch size is unknown: set it.")
+        return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        kwargs = (
+            {"batch_size": self._global_batch_size()}
+            if left_unset(self.optimizer_factory, "batch_size")
+            else {}
+        )
+        optimizer = self.optimizer_factory(self.parameter_groups(), **kwargs)
+        for group in optimizer.param_groups:
+            scale = group.get("lr_scale", 1.0)
+            if scale != 1.0:  # the same decay per step (lr x weight_decay) at scale x the LR
+                group["lr"] *= scale
+                group["weight_decay"] = group.get("weight_decay", 0.0) / scale
         if self.scheduler_factory is None:
             return optimizer
         interval = self.hparams.scheduler_interval

@@ -15,7 +15,9 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-__all__ = ["WarmupCosineLR", "build_scheduler", "extend_kwargs", "fills_total_steps"]
+from lit_vision.models.factory_args import left_unset
+
+__all__ = ["TriangleLR", "WarmupCosineLR", "build_scheduler", "extend_kwargs", "fills_total_steps"]
 
 
 class WarmupCosineLR(LambdaLR):
@@ -50,16 +52,48 @@ class WarmupCosineLR(LambdaLR):
         super().__init__(optimizer, factor, last_epoch=last_epoch)
 
 
+class TriangleLR(LambdaLR):
+    """Piecewise-linear LR factor: ``start`` at step 0, 1 at ``peak_at`` of the run, ``end`` at its last step.
+
+    airbench94's schedule (Jordan 2024, arXiv:2404.00498: ``start=0.2, peak_at=0.23, end=0.07``): a short
+    linear warmup, then a linear decay that stops above zero.
+
+    Args:
+        optimizer: wrapped optimizer.
+        total_steps: optimizer steps of the whole run (filled in by the module when left unset).
+        start: LR factor at the first step.
+        peak_at: where the factor reaches 1, as a fraction of ``total_steps``.
+        end: LR factor after the last step.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        start: float = 0.2,
+        peak_at: float = 0.23,
+        end: float = 0.07,
+        last_epoch: int = -1,
+    ) -> None:
+        if total_steps is None or total_steps < 1:
+            raise ValueError(f"TriangleLR needs total_steps >= 1, got {total_steps}")
+        if not 0.0 <= peak_at <= 1.0:
+            raise ValueError(f"peak_at must be in [0, 1], got {peak_at}")
+        peak = int(peak_at * total_steps)  # the step where the factor is 1 (airbench: int(), not round())
+        self.total_steps, self.peak_step = total_steps, peak
+
+        def factor(step: int) -> float:
+            if step < peak:
+                return start + (1.0 - start) * step / peak
+            return 1.0 + (end - 1.0) * min(1.0, (step - peak) / max(1, total_steps - peak))
+
+        super().__init__(optimizer, factor, last_epoch=last_epoch)
+
+
 def fills_total_steps(scheduler: Callable[..., LRScheduler]) -> bool:
     """Whether ``build_scheduler`` supplies ``total_steps``: the schedule's shape then depends on the run's
     length (its horizon), and resuming into a run of another length changes it."""
-    bound = getattr(scheduler, "keywords", None)  # jsonargparse/functools.partial of the scheduler class
-    if bound is not None:
-        return "total_steps" in bound and bound["total_steps"] is None
-    try:
-        return "total_steps" in inspect.signature(scheduler).parameters
-    except (TypeError, ValueError):  # builtins without signatures
-        return False
+    return left_unset(scheduler, "total_steps")
 
 
 def build_scheduler(
@@ -78,13 +112,16 @@ def extend_kwargs(
     """Arguments that rebuild ``scheduler`` (built by ``factory`` for ``old_total`` steps) for ``new_total``
     steps with the same warmup length in steps; its decay then ends at ``new_total``.
 
-    OneCycleLR: ``pct_start`` scaled by ``old_total / new_total``. WarmupCosineLR: ``warmup_steps`` as the
-    absolute step count it had. Other schedulers with a ``total_steps`` argument: only ``total_steps``.
+    OneCycleLR: ``pct_start`` scaled by ``old_total / new_total``. TriangleLR: ``peak_at`` moved so the peak
+    stays at its step. WarmupCosineLR: ``warmup_steps`` as the absolute step count it had. Other schedulers
+    with a ``total_steps`` argument: only ``total_steps``.
     """
     if isinstance(scheduler, OneCycleLR):
         bound = getattr(factory, "keywords", None) or {}
         pct_start = bound.get("pct_start", inspect.signature(OneCycleLR).parameters["pct_start"].default)
         return {"pct_start": min(1.0, pct_start * old_total / new_total)}
+    if isinstance(scheduler, TriangleLR):
+        return {"peak_at": (scheduler.peak_step + 0.5) / new_total}  # int(peak_at * new_total) == peak_step
     if isinstance(scheduler, WarmupCosineLR):
         fraction = _warmup_fraction(factory)
         return {"warmup_steps": round(fraction * old_total) if fraction > 0 else scheduler.warmup_steps}
