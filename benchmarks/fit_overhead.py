@@ -26,7 +26,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 
 
 class StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of training."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch (epoch-end work such as
+    checkpoint writes is not counted: the plain loops have none)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.start, self.end = warmup, 0.0, 0.0
@@ -35,7 +36,7 @@ class StepTimer(L.Callback):
         if trainer.global_step == self.warmup and not self.start:
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.end = time.perf_counter()
 
 

@@ -306,4 +306,4 @@ def test_val_size_zero_without_a_test_split_says_what_to_do(tiny_folder: Path, t
 def test_classifier_without_a_datamodule_refuses_data_init() -> None:
     model = ImageClassifier(backbone="airbench94")
     with pytest.raises(TypeError, match="train_images"):
-        model._init_backbone_from_data(object())
+        model.init_backbone_from_data(object())

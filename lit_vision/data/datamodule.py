@@ -442,12 +442,21 @@ class CIFARDataModule(L.LightningDataModule):
         augment = trainer is not None and trainer.training and self.augment == "batched"
         if augment and self.alternating_flip:
             targets, index = rest
-            assert self._flip_phase is not None
-            if self._flip_phase.device != index.device:
-                self._flip_phase = self._flip_phase.to(index.device)
-            flip = self._flip_phase[index] ^ bool(trainer.current_epoch % 2)  # (N,) bool
-            return self.batch_transform(images, train=True, flip=flip), targets
+            return self.augment_train_batch(images, index, trainer.current_epoch), targets
         return (self.batch_transform(images, train=augment), *rest)
+
+    def augment_train_batch(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
+        """uint8 training images (N, 3, H, W) of the train split's ``index`` (N,) in ``epoch`` -> the
+        normalized, augmented batch the model trains on (batched path; what ``fit`` does to each batch)."""
+        if self.batch_transform is None:
+            raise RuntimeError("augment_train_batch() needs setup('fit') first.")
+        if not self.alternating_flip:
+            return self.batch_transform(images, train=True)
+        assert self._flip_phase is not None
+        if self._flip_phase.device != index.device:
+            self._flip_phase = self._flip_phase.to(index.device)
+        flip = self._flip_phase[index] ^ bool(epoch % 2)  # (N,) bool
+        return self.batch_transform(images, train=True, flip=flip)
 
     # ------------------------------------------------------------------ checkpointing of the split
     def state_dict(self) -> dict[str, Any]:

@@ -212,10 +212,12 @@ class ImageClassifier(L.LightningModule):
             and not pretrained
             and getattr(self.trainer, "ckpt_path", None) is None
         ):
-            self._init_backbone_from_data(datamodule)
+            self.init_backbone_from_data(datamodule)
 
-    def _init_backbone_from_data(self, datamodule: Any) -> None:
-        """The backbone's data-dependent initialization (see ``lit_vision.models.backbone``)."""
+    def init_backbone_from_data(self, datamodule: Any) -> None:
+        """The backbone's data-dependent initialization (see ``lit_vision.models.backbone``) from a set-up
+        lit_vision datamodule; ``fit`` calls it when it starts from scratch. It normalizes with
+        ``input_mean``/``input_std``, which ``setup`` copies from the datamodule first."""
         count = int(getattr(self.backbone, "data_init_images", 5000))
         if not hasattr(datamodule, "train_images"):
             raise TypeError(
@@ -384,18 +386,23 @@ class ImageClassifier(L.LightningModule):
             raise ValueError("The optimizer needs batch_size, and the run's batch size is unknown: set it.")
         return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches
 
-    def configure_optimizers(self) -> Any:
-        kwargs = (
-            {"batch_size": self._global_batch_size()}
-            if left_unset(self.optimizer_factory, "batch_size")
-            else {}
+    def build_optimizer(self, batch_size: int | None = None) -> torch.optim.Optimizer:
+        """The configured optimizer over :meth:`parameter_groups`, group ``lr_scale`` applied; ``batch_size``
+        (examples per optimizer step) goes to an optimizer that takes one its config left unset."""
+        takes_batch = left_unset(self.optimizer_factory, "batch_size")
+        optimizer = self.optimizer_factory(
+            self.parameter_groups(), **({"batch_size": batch_size} if takes_batch else {})
         )
-        optimizer = self.optimizer_factory(self.parameter_groups(), **kwargs)
         for group in optimizer.param_groups:
             scale = group.get("lr_scale", 1.0)
             if scale != 1.0:  # the same decay per step (lr x weight_decay) at scale x the LR
                 group["lr"] *= scale
                 group["weight_decay"] = group.get("weight_decay", 0.0) / scale
+        return optimizer
+
+    def configure_optimizers(self) -> Any:
+        takes_batch = left_unset(self.optimizer_factory, "batch_size")
+        optimizer = self.build_optimizer(self._global_batch_size() if takes_batch else None)
         if self.scheduler_factory is None:
             return optimizer
         interval = self.hparams.scheduler_interval
