@@ -108,6 +108,34 @@ def test_stopped_campaign_resumes_without_rerunning_finished_cells(tiny_folder: 
     assert second["epochs"] == "2" and second["steps"] == "12"  # finished from the checkpoint, not redone
 
 
+def test_a_stopped_runner_stops_its_run_and_records_the_attempt(tiny_folder: Path, tmp_path: Path) -> None:
+    """SIGTERM to `python -m lit_vision.compare` (a session ending): the running cell writes
+    interrupted.ckpt, its attempt is recorded with its time, and the runner exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*tiny_args(tiny_folder, tmp_path, "sig"), "--preset", "grid", "--backbones", "compact_cifar",
+            "--max-epochs", "500"]  # fmt: skip
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "lit_vision.compare", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = tmp_path / "runs" / "sig" / "compact_cifar-s0" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.5)
+    assert last.is_file(), "the cell never finished an epoch"
+    os.kill(runner.pid, signal.SIGTERM)
+    assert runner.wait(timeout=120) == 128 + signal.SIGTERM
+    state = json.loads((last.parents[2] / "cell.json").read_text())
+    (attempt,) = state["attempts"]
+    assert attempt["exit"] not in (0, None) and attempt["wall_s"] > 0
+    assert (last.parent / "interrupted.ckpt").is_file()
+
+
 def test_an_attempt_lost_with_its_runner_still_counts_its_time(tmp_path: Path) -> None:
     """The runner records an attempt when it starts; one that never got an exit (the runner died with it)
     is closed on the next start with the time until its run last wrote a file."""

@@ -336,6 +336,9 @@ def run_campaign(
         for job in running:
             if job.process is not None:
                 job.process.wait()
+                state = _state(job.run_root)  # the stopped attempt's time counts in the row's wall time
+                state["attempts"][-1].update(wall_s=time.time() - job.started, exit=job.process.returncode)
+                _save_state(job.run_root, state)
         raise SystemExit(128 + signum)
 
     previous = {s: signal.signal(s, stop_children) for s in (signal.SIGTERM, signal.SIGINT)}
