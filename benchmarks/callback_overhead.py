@@ -18,14 +18,14 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
 import torch
-from fit_overhead import DEFAULT_DATA, StepTimer, make_model
+from common import StepTimer, add_data_arguments, load_data
+from fit_overhead import make_model
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, TestTimeAugmentation
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 
 VARIANTS: dict[str, Callable[[], list[L.Callback]]] = {
     "off": list,
@@ -35,7 +35,7 @@ VARIANTS: dict[str, Callable[[], list[L.Callback]]] = {
 }
 
 
-def seconds_per_step(dm: CIFARDataModule, args: argparse.Namespace, callbacks: list[L.Callback]) -> float:
+def seconds_per_step(dm: ImageDataModule, args: argparse.Namespace, callbacks: list[L.Callback]) -> float:
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(
         max_steps=args.steps,
@@ -51,7 +51,7 @@ def seconds_per_step(dm: CIFARDataModule, args: argparse.Namespace, callbacks: l
     return (timer.end - timer.start) / (args.steps - args.warmup)
 
 
-def tta_ratio(dm: CIFARDataModule, args: argparse.Namespace) -> tuple[float, float, float]:
+def tta_ratio(dm: ImageDataModule, args: argparse.Namespace) -> tuple[float, float, float]:
     """One forward and 6-view TTA on a batch of ``--tta-batch`` eval images, alternated 8 times: median
     seconds of each and the median of the paired ratios (robust to load drifts, like the step ratios)."""
     model = make_model(args)
@@ -77,35 +77,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--synthetic", action="store_true", help="random images instead of a dataset")
-    parser.add_argument("--backbone", default="compact_cifar")
-    parser.add_argument("--batch-size", type=int, default=128)
+    add_data_arguments(parser)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps at the start of each run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tta-batch", type=int, default=512)
-    parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    L.seed_everything(0, verbose=False)
-
-    data_dir = args.data_dir
-    if args.synthetic:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from helpers import make_imagefolder
-
-        data_dir = make_imagefolder(Path(args.log_dir) / "synthetic", 10, n_train=600, n_test=None)
-    dm = CIFARDataModule(
-        "imagefolder", data_dir, batch_size=args.batch_size, val_size=1000, channels_last=True
-    )
-    dm.setup("fit")
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.backbone}, "
-        f"batch {args.batch_size}, {args.steps - args.warmup} timed steps x {args.rounds} rounds"
-    )
+    dm = load_data(args)
+    print(f"{args.steps - args.warmup} timed steps x {args.rounds} rounds")
 
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for r in range(args.rounds):

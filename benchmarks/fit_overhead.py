@@ -14,30 +14,13 @@ import argparse
 import statistics
 import time
 import warnings
-from pathlib import Path
 
 import lightning as L
 import torch
+from common import StepTimer, add_data_arguments, load_data
 
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
-
-
-class StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch (epoch-end work such as
-    checkpoint writes is not counted: the plain loops have none)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup and not self.start:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.end = time.perf_counter()
 
 
 def make_model(args: argparse.Namespace) -> ImageClassifier:
@@ -51,7 +34,7 @@ def make_model(args: argparse.Namespace) -> ImageClassifier:
     )
 
 
-def lightning_round(dm: CIFARDataModule, args: argparse.Namespace) -> float:
+def lightning_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
     model = make_model(args)
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(
@@ -68,7 +51,7 @@ def lightning_round(dm: CIFARDataModule, args: argparse.Namespace) -> float:
     return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
 
 
-def plain_round(dm: CIFARDataModule, args: argparse.Namespace) -> float:
+def plain_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
     model = make_model(args)
     model.configure_model()  # channels_last, exactly as Lightning calls it
     model.train()
@@ -105,35 +88,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--synthetic", action="store_true", help="random images instead of a dataset")
-    parser.add_argument("--backbone", default="compact_cifar")
-    parser.add_argument("--batch-size", type=int, default=128)
+    add_data_arguments(parser)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps at the start of each round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    L.seed_everything(0, verbose=False)
-
-    data_dir = args.data_dir
-    if args.synthetic:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from helpers import make_imagefolder
-
-        data_dir = make_imagefolder(Path(args.log_dir) / "synthetic", 10, n_train=600, n_test=None)
-    dm = CIFARDataModule(
-        "imagefolder", data_dir, batch_size=args.batch_size, val_size=1000, channels_last=True
-    )
-    dm.setup("fit")
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {data_dir}, "
-        f"{args.backbone}, batch {args.batch_size}, "
-        f"{args.steps - args.warmup} timed steps x {args.rounds} rounds"
-    )
+    dm = load_data(args)
+    print(f"{args.steps - args.warmup} timed steps x {args.rounds} rounds")
 
     plain, lit = [], []
     for r in range(args.rounds):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.models import ImageClassifier
-from lit_vision.models.ensemble import load_classifier, save_classifier
+from lit_vision.models.checkpoints import load_classifier, save_classifier
 from lit_vision.predict import predict
 
 DEFAULT_IMAGES = (

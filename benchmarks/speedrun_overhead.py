@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from fit_overhead import DEFAULT_DATA, StepTimer
+from common import DEFAULT_DATA, StepTimer
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main

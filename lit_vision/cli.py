@@ -2,12 +2,15 @@
 
 Defaults that every run gets, each overridable from YAML or flags:
 
-* ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``, written atomically,
+* ``checkpoint``: ModelCheckpoint on ``val/acc`` (``best.ckpt``) plus ``last.ckpt``, written atomically (the
+  ``AtomicCheckpointIO`` plugin, added to ``trainer.plugins`` unless one is given),
 * ``interrupt_checkpoint``: ``interrupted.ckpt`` when ``fit`` stops on SIGTERM, Ctrl+C or an error,
 * ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
 * ``throughput``: training images/s and seconds per epoch (``perf/*`` in ``metrics.csv``),
 * ``lr_monitor``: the learning rate of every optimizer step (``lr-<Optimizer>`` in ``metrics.csv``),
 * ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
+* ``wandb`` (unset by default): a W&B logger *next to* the CSV logger (``configs/logger/wandb.yaml``); a
+  resumed ``fit`` logs to the W&B run of its checkpoint,
 * ``seed_everything: 0``.
 
 ``--ckpt_path last`` picks the newest ``last*.ckpt`` / ``interrupted.ckpt`` of any run directory of this
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sys
 import warnings
@@ -30,27 +34,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_vision.callbacks import (
     EMA,
     FGSM,
-    CSVPredictionWriter,
+    AtomicCheckpointIO,
     EpochThroughput,
     HeadFirstFinetuning,
     InterruptCheckpoint,
     MixUpCutMix,
+    PredictionWriter,
     SafeModelCheckpoint,
     TestTimeAugmentation,
     WandbMediaLogger,
 )
-from lit_vision.data import CIFARDataModule, DatasetError
+from lit_vision.data import DatasetError, ImageDataModule
+from lit_vision.loggers import WandbLogger, WandbRunId
 from lit_vision.models import ImageClassifier, ScheduleChangeError
+from lit_vision.models.checkpoints import CheckpointError, read_checkpoint
 
 __all__ = ["TRICK_KEYS", "LitVisionCLI", "main", "run"]
 
@@ -70,7 +81,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
 
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            if isinstance(logger, LightningWandbLogger) and trainer.is_global_zero:
                 # through JSON: paths and other objects become strings W&B can store
                 config = json.loads(json.dumps(self.config.as_dict(), default=str))
                 logger.experiment.config.update(config, allow_val_change=True)
@@ -96,7 +107,7 @@ class LitVisionCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_lightning_class_args(CSVPredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         # Training images/s and seconds per epoch in metrics.csv (what lit_vision.compare reports), and the
         # learning rate of every optimizer step (how a schedule behaved, e.g. after a resume).
         parser.add_lightning_class_args(EpochThroughput, "throughput")
@@ -111,9 +122,20 @@ class LitVisionCLI(LightningCLI):
                 "trainer.max_epochs": 20,
             }
         )
+        # W&B next to the CSV logger (not instead of it), under its own key so configs compose.
+        parser.add_subclass_arguments(LightningWandbLogger, "wandb", required=False, fail_untyped=False)
         for key, callback in TRICK_KEYS.items():
             # subclass mode: off (None) by default; a trick file sets class_path and init_args
             parser.add_lightning_class_args(callback, key, subclass_mode=True, required=False)
+
+    def after_instantiate_classes(self) -> None:
+        # A backbone given by class_path reaches the model as a module object, which save_hyperparameters
+        # leaves out: store its {class_path, init_args} so checkpoints can rebuild it (load_classifier).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        backbone = config.get("model", {}).get("backbone")
+        if isinstance(backbone, Namespace) and "class_path" in backbone:
+            self.model.hparams["backbone"] = backbone.clone().as_dict()
+        super().after_instantiate_classes()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # Unset optional trick keys are None: drop them instead of handing None to the Trainer.
@@ -122,7 +144,36 @@ class LitVisionCLI(LightningCLI):
         extra = [c for c in extra if c is not None]
         if config.get("logger") is False:  # the LR monitor refuses to run without a logger
             extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
-        return self._instantiate_trainer({**config, **kwargs}, extra)
+        config = {**config, **kwargs}
+        wandb = self._get(self.config_init, "wandb")
+        if wandb is not None:
+            logger = config.get("logger")
+            loggers = (
+                [*logger] if isinstance(logger, list) else [logger] if isinstance(logger, Logger) else []
+            )
+            first_dir = next((lg.save_dir for lg in loggers if lg.save_dir is not None), None)
+            if isinstance(wandb, WandbLogger) and wandb.save_dir is None and first_dir is not None:
+                wandb.place_under(first_dir)  # runs/wandb/ beside runs/<name>/version_N/
+            config["logger"] = [*loggers, wandb]
+            extra.append(WandbRunId())
+        if config.get("sync_batchnorm") and not _runs_on_cuda(config.get("accelerator", "auto")):
+            # torch's SyncBatchNorm raises on CPU tensors: the same config then trains on CPU with
+            # per-process BatchNorm statistics instead of failing at the first batch.
+            rank_zero_warn(
+                "trainer.sync_batchnorm: SyncBatchNorm runs on CUDA only; this run is on CPU, so BatchNorm "
+                "statistics stay per process (set trainer.sync_batchnorm: false to silence this)."
+            )
+            config["sync_batchnorm"] = False
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        strategy = config.get("strategy", "auto")
+        strategy_name = (strategy if isinstance(strategy, str) else type(strategy).__name__).lower()
+        sharded = any(name in strategy_name for name in ("fsdp", "deepspeed", "model_parallel"))
+        if not sharded and not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            # every checkpoint write (best, last, interrupted) goes to <file>.tmp, then is renamed over
+            # <file>; sharded strategies write directories with their own IO and are left alone
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return self._instantiate_trainer(config, extra)
 
     # ------------------------------------------------------------------ --ckpt_path last
     def _resolve_last_checkpoint(self) -> None:
@@ -158,7 +209,57 @@ class LitVisionCLI(LightningCLI):
         rank_zero_info(f"--ckpt_path last: resuming from {newest}")
         config["ckpt_path"] = os.fspath(newest)
 
-    before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters while parsing (a private step with no public
+        # hook): check the file first so a broken or untrusted one gets the same message as below.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if config is None or not self._check_checkpoint(config):
+            return
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError:  # trusted by --weights_only false: train with the config's hparams
+            rank_zero_warn(
+                "--ckpt_path holds pickled objects: its hyperparameters are not merged into the config."
+            )
+
+    def _check_checkpoint(self, config: Any = None) -> dict[str, Any] | None:
+        """A ``--ckpt_path`` that is missing, truncated, not a Lightning checkpoint, or that needs full
+        unpickling (``--weights_only false`` allows it) ends with one clear message, not a traceback."""
+        config = self.config_init[self.subcommand] if config is None else config
+        path = config.get("ckpt_path")
+        if path is None or path in ("best", "last", "hpc", "registry") or "://" in str(path):
+            return None  # Lightning's own keys and remote files: Lightning reads and checks them
+        if not Path(path).is_file():
+            raise CheckpointError(f"--ckpt_path {path} does not exist.")
+        checkpoint = read_checkpoint(
+            path, trusted=config.get("weights_only") is False, opt_in="--weights_only false"
+        )
+        if "state_dict" not in checkpoint:
+            raise CheckpointError(
+                f"{path} is not a Lightning checkpoint (no state_dict): --ckpt_path resumes or evaluates "
+                "checkpoints written by train.py. To start training from a file of weights, use "
+                "--model.pretrained_weights."
+            )
+        return checkpoint
+
+    def _before_run(self) -> None:
+        self._resolve_last_checkpoint()
+        checkpoint = self._check_checkpoint()
+        run_id = WandbRunId.from_checkpoint(checkpoint) if checkpoint and self.subcommand == "fit" else None
+        for logger in self.trainer.loggers:
+            if run_id and isinstance(logger, WandbLogger):
+                rank_zero_info(f"W&B: resuming run {run_id}")
+                logger.resume_run(run_id)
+
+    before_fit = before_validate = before_test = before_predict = _before_run
+
+
+def _runs_on_cuda(accelerator: Any) -> bool:
+    """Whether ``trainer.accelerator`` (a name or an Accelerator) puts the model on CUDA devices."""
+    if isinstance(accelerator, Accelerator):
+        return isinstance(accelerator, CUDAAccelerator)
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
@@ -169,21 +270,26 @@ def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
         torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
     return LitVisionCLI(
         ImageClassifier,
-        CIFARDataModule,
+        ImageDataModule,
         args=args,
         run=run,
         seed_everything_default=0,
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "yaml"},
+        # LightningCLI would add --optimizer/--lr_scheduler keys that silently replace the model's
+        # configure_optimizers (no-decay groups, total_steps and batch_size fills): model.optimizer and
+        # model.scheduler are the one way to set them, and the others are unknown keys.
+        auto_configure_optimizers=False,
     )
 
 
 def run() -> None:
-    """Console entry point: dataset problems and refused resumes end with their message, not a traceback."""
+    """Console entry point: dataset problems, unreadable checkpoints and refused resumes end with their
+    message and exit code 1, not a traceback."""
     try:
         main()
-    except (DatasetError, ScheduleChangeError) as err:
+    except (DatasetError, ScheduleChangeError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except SIGTERMException:

@@ -32,11 +32,21 @@ from PIL import Image
 from torch import Tensor, nn
 
 from lit_vision.data.files import PredictDataset, collect_inputs
+from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
 from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.ensemble import load_classifier
-from lit_vision.models.gapawarenet import class_activation_map
+from lit_vision.models.finetune import classifier_head
+from lit_vision.progress import track
 
-__all__ = ["METHODS", "default_target_layer", "explain", "filter_grid", "heatmaps", "main", "overlay"]
+__all__ = [
+    "METHODS",
+    "class_activation_map",
+    "default_target_layer",
+    "explain",
+    "filter_grid",
+    "heatmaps",
+    "main",
+    "overlay",
+]
 
 METHODS = ("gradcam", "gradcam++", "cam", "saliency", "occlusion")
 
@@ -57,9 +67,10 @@ def default_target_layer(backbone: nn.Module, input_size: int = 32, min_side: in
 
     The usual choice, the very last convolution, has a 4x4 (or 1x1) map on 32-pixel CIFAR images: too coarse
     to say where in the image the evidence is (on the toy task of tests/test_explain.py, with the compact
-    CNN, it put less heat on the signal than a uniform map). GapAwareNet's 1x1-conv classifier is skipped.
+    CNN, it put less heat on the signal than a uniform map). A 1x1-conv classifier (GapAwareNet's) is skipped.
     """
-    head = getattr(backbone, "head", None)
+    get_classifier = getattr(backbone, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
     sides: dict[nn.Module, int] = {}
     hooks = [
         m.register_forward_hook(lambda mod, _, out: sides.__setitem__(mod, min(out.shape[-2:])))
@@ -88,12 +99,47 @@ def _normalize(maps: Tensor) -> Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(maps)
 
 
+def class_activation_map(features: Tensor, head: nn.Module, class_idx: int | Tensor) -> Tensor:
+    """Class activation maps from a feature map and a linear (or 1x1-conv) classifier head.
+
+    ``CAM_k(i, j) = w_k . F(:, i, j) + b_k``: the head applied at every position instead of after pooling.
+    For a head that follows global average pooling, the CAM's spatial mean equals the logit of class k.
+
+    Args:
+        features: (N, C, h, w) feature map (e.g. ``forward_features`` of a backbone).
+        head: ``nn.Conv2d`` with a 1x1 kernel or ``nn.Linear``, mapping C features to class logits.
+        class_idx: one class for the whole batch, or an (N,) tensor of classes.
+
+    Returns:
+        (N, h, w) maps in logit units.
+    """
+    if isinstance(head, nn.Conv2d):
+        if head.kernel_size != (1, 1):
+            raise ValueError(f"A CAM needs a 1x1-conv head, got kernel {head.kernel_size}.")
+        weight = head.weight.flatten(1)  # (K, C)
+    elif isinstance(head, nn.Linear):
+        weight = head.weight  # (K, C)
+    else:
+        raise TypeError(f"A CAM needs an nn.Conv2d (1x1) or nn.Linear head, got {type(head).__name__}.")
+    n = features.shape[0]
+    idx = torch.as_tensor(class_idx, device=features.device).long()
+    if idx.ndim == 0:
+        idx = idx.expand(n)
+    w = weight[idx].to(features.dtype)  # (N, C)
+    cam = torch.einsum("nc,nchw->nhw", w, features)
+    if head.bias is not None:
+        cam = cam + head.bias[idx].to(features.dtype).view(n, 1, 1)
+    return cam
+
+
 def _cam(model: ImageClassifier, x: Tensor, classes: Tensor) -> Tensor:
     backbone = model.backbone
-    head = getattr(backbone, "head", None)
-    head = head if isinstance(head, nn.Conv2d) else getattr(backbone, "fc", None)
-    if not hasattr(backbone, "forward_features") or head is None:
+    if not hasattr(backbone, "forward_features"):
         raise ValueError("CAM needs a backbone with forward_features and a linear (or 1x1 conv) head.")
+    try:
+        head = classifier_head(backbone)
+    except TypeError as err:
+        raise ValueError(f"CAM needs the backbone's classifier: {err}") from None
     with torch.no_grad():
         features = backbone.forward_features(x)
         if features.ndim != 4:
@@ -213,15 +259,18 @@ def explain(
     patch: int = 8,
     stride: int = 4,
     filters: bool = False,
+    trusted: bool = False,
 ) -> list[Path]:
-    """Write ``<out>/<image stem>_<method>.png`` overlays (and ``first_layer_filters.png``); return paths."""
-    model = load_classifier(ckpt)
+    """Write ``<out>/<image stem>_<method>.png`` overlays (and ``first_layer_filters.png``); return paths.
+    ``trusted``: allow a checkpoint with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    model = load_classifier(ckpt, trusted)
     items = collect_inputs(inputs, model.class_names)
     dataset = PredictDataset(items, model.input_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for start in range(0, len(dataset), 64):
+    starts = range(0, len(dataset), 64)
+    for start in track(starts, len(starts), f"Explaining ({method})"):
         batch = [dataset[i] for i in range(start, min(start + 64, len(dataset)))]
         ok = [b for b in batch if not b[3]]
         for b in batch:
@@ -265,11 +314,16 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--patch", type=int, default=8, help="occlusion patch side (pixels)")
     parser.add_argument("--stride", type=int, default=4, help="occlusion stride (pixels)")
     parser.add_argument("--filters", action="store_true", help="also write the first-layer filters")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help=TRUST_CHECKPOINT_HELP,
+    )
     args = parser.parse_args(argv)
     try:
         written = explain(
             args.ckpt, args.inputs, args.out, args.method, args.class_name, args.target_layer,
-            args.patch, args.stride, args.filters,
+            args.patch, args.stride, args.filters, args.trust_checkpoint,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

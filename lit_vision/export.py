@@ -23,8 +23,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lit_vision.data.normalization import affine
+from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
 from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.ensemble import load_classifier
+from lit_vision.progress import status
 
 __all__ = ["ExportWrapper", "export", "main"]
 
@@ -48,10 +50,9 @@ class ExportWrapper(nn.Module):
         self.backbone = model.backbone
         scale = 255.0 if input_kind == "uint8" else 1.0
         # (x / scale - mean) / std == x * a + b: one fused multiply-add in the graph
-        a = 1.0 / (scale * model.input_std)
-        b = -model.input_mean / model.input_std
-        self.register_buffer("a", a.view(1, 3, 1, 1).clone())
-        self.register_buffer("b", b.view(1, 3, 1, 1).clone())
+        a, b = affine(model.input_mean.cpu(), model.input_std.cpu(), scale)
+        self.register_buffer("a", a)
+        self.register_buffer("b", b)
         self.probs = output == "probs"
 
     def forward(self, images: Tensor) -> Tensor:
@@ -66,9 +67,11 @@ def export(
     out: str | Path | None = None,
     input_kind: Literal["uint8", "float"] = "uint8",
     output: Literal["probs", "logits"] = "probs",
+    trusted: bool = False,
 ) -> Path:
-    """Write the exported model (and ``<out>.classes.json``); return its path."""
-    model = load_classifier(ckpt)
+    """Write the exported model (and ``<out>.classes.json``); return its path. ``trusted``: allow a
+    checkpoint with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    model = load_classifier(ckpt, trusted)
     model.backbone.to(memory_format=torch.contiguous_format)  # exporters want the default layout
     wrapper = ExportWrapper(model, input_kind, output).eval().requires_grad_(False)
     size = model.input_size
@@ -76,7 +79,7 @@ def export(
     example = (torch.rand(2, 3, size, size) * (255 if input_kind == "uint8" else 1)).to(dtype)
     path = Path(out) if out is not None else Path(ckpt).with_suffix(".onnx" if fmt == "onnx" else ".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), status(f"Exporting {ckpt} to {fmt} ({path})"):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         if fmt == "onnx":
@@ -110,9 +113,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--input", choices=["uint8", "float"], default="uint8", help="input contract")
     parser.add_argument("--output", choices=["probs", "logits"], default="probs")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help=TRUST_CHECKPOINT_HELP,
+    )
     args = parser.parse_args(argv)
     try:
-        path = export(args.ckpt, args.format, args.out, args.input, args.output)
+        path = export(args.ckpt, args.format, args.out, args.input, args.output, args.trust_checkpoint)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

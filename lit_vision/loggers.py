@@ -1,4 +1,4 @@
-"""Weights & Biases logger that never hangs: offline when there is no API key or no network.
+"""Weights & Biases logger that never hangs (offline when there is no API key or no network), and resumes.
 
 ``wandb.init`` online without a reachable server waits for its init timeout (90 s) and then fails; a user
 without an account gets a login prompt. This subclass of Lightning's ``WandbLogger`` decides up front: an
@@ -16,10 +16,12 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
+import lightning as L
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-__all__ = ["WandbLogger", "wandb_online_possible"]
+__all__ = ["WandbLogger", "WandbRunId", "wandb_online_possible"]
 
 
 def _has_api_key(host: str) -> bool:
@@ -45,22 +47,28 @@ def wandb_online_possible(timeout_s: float = 3.0) -> bool:
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's ``WandbLogger`` with an automatic offline fallback.
+    """Lightning's ``WandbLogger`` with an automatic offline fallback, for the CLI's ``wandb`` key.
+
+    The CLI logs to it next to the CSV logger (``metrics.csv`` and the run directory stay where they are),
+    and a ``fit --ckpt_path`` resume continues the W&B run the checkpoint was logged to (:class:`WandbRunId`).
 
     Args:
         name: run name shown in W&B.
-        save_dir: parent folder of the local ``wandb/`` run directories.
+        save_dir: parent folder of the local ``wandb/`` run directories; ``None``: the CSV logger's
+            ``save_dir`` (the CLI fills it), else the working directory.
         project: W&B project.
         offline: ``True``/``False`` forces the mode; ``None`` (default): ``WANDB_MODE`` if set, else online
-            only when an API key exists and the server is reachable.
+            only when an API key exists and the server is reachable (probed by rank 0 only: the other ranks
+            of a DDP run log nothing).
         log_model: upload checkpoints as W&B artifacts (``True``: at the end, ``"all"``: every checkpoint).
+            Offline runs cannot upload: it is then turned off with a warning.
         kwargs: passed on to Lightning's ``WandbLogger`` and ``wandb.init`` (``entity``, ``tags``, ...).
     """
 
     def __init__(
         self,
         name: str | None = None,
-        save_dir: str = "runs",
+        save_dir: str | None = None,
         project: str = "lit_vision",
         offline: bool | None = None,
         log_model: bool | str = False,
@@ -72,14 +80,70 @@ class WandbLogger(_LightningWandbLogger):
                 offline = True
             elif mode in ("online", "run", "disabled"):
                 offline = False  # disabled: wandb itself turns every call into a no-op
+            elif rank_zero_only.rank != 0:
+                offline = (
+                    True  # Lightning's W&B calls run on rank 0 only: no probe for a logger that never logs
+                )
             else:
                 offline = not wandb_online_possible()
                 if offline:
                     rank_zero_info(
                         "W&B: no API key or server unreachable, logging offline under "
-                        f"{save_dir}/wandb/ (upload later with `wandb sync`)."
+                        f"{save_dir or '.'}/wandb/ (upload later with `wandb sync`)."
                     )
-        os.makedirs(save_dir, exist_ok=True)
+        if offline and log_model:
+            # Lightning refuses log_model with offline; a run that fell back to offline should still train.
+            rank_zero_warn(
+                f"W&B: log_model={log_model!r} needs an online run; this one is offline, so checkpoints stay "
+                "on disk only (upload them later with `wandb artifact put`)."
+            )
+            log_model = False
+        if save_dir is not None:
+            os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             name=name, save_dir=save_dir, project=project, offline=offline, log_model=log_model, **kwargs
         )
+
+    # The two methods below set wandb.init's arguments after construction, which Lightning's WandbLogger
+    # has no public way to do: they write its ``_wandb_init``/``_save_dir``/``_id``, and only before the
+    # run exists. This is the one place lit_vision touches the logger's private state.
+    def place_under(self, save_dir: str) -> None:
+        """Write the local run under ``save_dir/wandb`` (when no ``save_dir`` was given)."""
+        self._require_no_run("place_under")
+        os.makedirs(save_dir, exist_ok=True)
+        self._wandb_init["dir"] = self._save_dir = os.fspath(save_dir)
+
+    def resume_run(self, run_id: str) -> None:
+        """Log to the existing W&B run ``run_id`` (``wandb.init(id=..., resume="allow")``)."""
+        self._require_no_run("resume_run")
+        self._wandb_init["id"] = self._id = run_id
+        self._wandb_init["resume"] = "allow"
+
+    def _require_no_run(self, what: str) -> None:
+        if self._experiment is not None:
+            raise RuntimeError(f"WandbLogger.{what} must be called before the W&B run starts.")
+
+
+class WandbRunId(Callback):
+    """Stores the W&B run id in checkpoints (``callbacks`` -> ``WandbRunId``), so that a resumed ``fit``
+    logs to the same run: the CLI reads it before the logger starts its run
+    (:meth:`WandbLogger.resume_run`)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, _LightningWandbLogger)), None)
+        if logger is not None and trainer.is_global_zero:
+            self.run_id = logger.version
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.run_id = state_dict.get("run_id") or self.run_id
+
+    @staticmethod
+    def from_checkpoint(checkpoint: dict[str, Any]) -> str | None:
+        """The run id a checkpoint's ``WandbRunId`` state holds, if any."""
+        return (checkpoint.get("callbacks", {}).get(WandbRunId.__qualname__) or {}).get("run_id")

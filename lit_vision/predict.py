@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_vision.callbacks.prediction_writer import FilePredictionWriter
-from lit_vision.data.files import PredictDataset, collect_inputs
+from lit_vision.callbacks.prediction_writer import PredictionWriter
+from lit_vision.data.files import PredictDataset, PredictItem, collect_inputs
 from lit_vision.data.sources import DatasetError
-from lit_vision.models.ensemble import Ensemble, load_classifier
+from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
+from lit_vision.models.ensemble import Ensemble
 
-__all__ = ["build_parser", "main", "predict"]
+__all__ = ["build_parser", "main", "predict", "predict_items"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     parser.add_argument("--devices", default="1", help="devices (Lightning); >1 runs DDP, same output")
     parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPU (Lightning)")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help=TRUST_CHECKPOINT_HELP,
+    )
     return parser
+
+
+def predict_items(
+    model: L.LightningModule,
+    items: Sequence[PredictItem],
+    out: str | Path,
+    batch_size: int = 256,
+    num_workers: int | None = None,
+    keep_probs: bool = False,
+    **trainer_kwargs: Any,
+) -> tuple[dict[str, Any], Tensor | None]:
+    """The one inference loop: Lightning's predict loop over ``items`` with :class:`PredictionWriter` writing
+    ``out`` (and its summary). Returns the summary and, with ``keep_probs``, the (N, K) probabilities in
+    input order (rows of unreadable inputs included; their CSV ``error`` says which). ``predict.py`` and
+    ``python -m lit_vision.report`` both run it."""
+    dataset = PredictDataset(items, model.input_size)
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
+    )
+    out = Path(out)
+    writer = PredictionWriter(str(out.parent), out.name, item_paths=[it.path for it in items])
+    trainer_kwargs = {
+        "logger": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": len(items) > 10 * batch_size,
+        **trainer_kwargs,
+    }
+    trainer = L.Trainer(callbacks=[writer], **trainer_kwargs)
+    batches = trainer.predict(model, loader, return_predictions=keep_probs)
+    probs = torch.cat(batches) if keep_probs and batches else None  # type: ignore[arg-type]
+    return writer.summary, probs
 
 
 def predict(
@@ -58,27 +99,16 @@ def predict(
     batch_size: int = 256,
     num_workers: int | None = None,
     data_dir: str | Path | None = None,
+    trust_checkpoint: bool = False,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
-    """Write the prediction CSV; return the summary (images, failed, labelled, accuracy)."""
-    ensemble = Ensemble([load_classifier(c) for c in checkpoints], tta=tta)
+    """Write the prediction CSV; return the summary (images, failed, labelled, accuracy).
+    ``trust_checkpoint`` allows checkpoints with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    ensemble = Ensemble([load_classifier(c, trust_checkpoint) for c in checkpoints], tta=tta)
     items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
-    dataset = PredictDataset(items, ensemble.input_size)
-    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
-    )
-    writer = FilePredictionWriter(out, [it.path for it in items], ensemble.class_names)
-    trainer_kwargs = {
-        "logger": False,
-        "enable_model_summary": False,
-        "enable_progress_bar": len(items) > 10 * batch_size,
-        **trainer_kwargs,
-    }
-    trainer = L.Trainer(callbacks=[writer], **trainer_kwargs)
-    trainer.predict(ensemble, loader, return_predictions=False)
-    summary = {**writer.summary, "checkpoints": [str(c) for c in checkpoints], "tta": tta, "csv": str(out)}
-    if trainer.is_global_zero:
+    summary, _ = predict_items(ensemble, items, out, batch_size, num_workers, **trainer_kwargs)
+    summary = {**summary, "checkpoints": [str(c) for c in checkpoints], "tta": tta, "csv": str(out)}
+    if rank_zero_only.rank == 0:  # the writer's summary, with what only this app knows
         Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -98,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             data_dir=args.data_dir,
+            trust_checkpoint=args.trust_checkpoint,
             accelerator=args.accelerator,
             devices=_devices(args.devices),
             precision=args.precision,

@@ -6,6 +6,8 @@ The split is anything ``predict.py`` reads with labels: an ImageFolder ``test/``
 the checkpoint's classes) or ``cifar10:test`` (``--data-dir``). Files (default: ``<run>/report/``):
 
 * ``report.md``: the key numbers (accuracy, top-k, macro F1, ECE, NLL) and links to everything below;
+* ``predictions.csv`` (+ ``predictions.summary.json``): one row per image, as ``predict.py`` writes it (the
+  report runs the same loop and writer);
 * ``per_class.csv``: precision, recall, F1 and support per class (torchmetrics);
 * ``confusion_matrix.png``: rows normalized (each true class sums to 1);
 * ``reliability.png``: accuracy vs confidence in 15 bins, with the expected calibration error (Guo et al.,
@@ -21,14 +23,13 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
@@ -38,12 +39,26 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lit_vision.callbacks.wandb_media import confusion_matrix_figure
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.data.sources import DatasetError
 from lit_vision.data.transforms import BatchAugment
-from lit_vision.models.ensemble import Ensemble, load_classifier
+from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier, read_checkpoint
+from lit_vision.models.ensemble import Ensemble
+from lit_vision.predict import predict_items
 
-__all__ = ["evaluate", "main", "reliability_bins", "write_report"]
+__all__ = [
+    "evaluate",
+    "main",
+    "plot_confusion",
+    "plot_mistakes",
+    "plot_reliability",
+    "plot_samples",
+    "reliability_bins",
+    "write_per_class",
+    "write_report",
+    "write_summary",
+]
 
 
 def reliability_bins(probs: Tensor, targets: Tensor, n_bins: int = 15) -> dict[str, Tensor]:
@@ -60,23 +75,29 @@ def reliability_bins(probs: Tensor, targets: Tensor, n_bins: int = 15) -> dict[s
 
 
 def evaluate(
-    ckpts: Sequence[str | Path], inputs: Sequence[str], data_dir: str | Path | None = None, tta: bool = False
+    ckpts: Sequence[str | Path],
+    inputs: Sequence[str],
+    data_dir: str | Path | None = None,
+    tta: bool = False,
+    trusted: bool = False,
+    csv_path: str | Path = "predictions.csv",
 ) -> dict[str, Any]:
-    """Probabilities, targets, images and metrics of a labelled split (held in memory: a test split)."""
-    ensemble = Ensemble([load_classifier(c) for c in ckpts], tta=tta).eval()
+    """Probabilities, targets and metrics of a labelled split, through predict.py's loop and writer (the
+    per-image CSV goes to ``csv_path``); images are decoded again only for the figures that show them.
+    ``trusted``: allow checkpoints with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    ensemble = Ensemble([load_classifier(c, trusted) for c in ckpts], tta=tta).eval()
     items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
     if any(it.target is None for it in items):
         raise DatasetError("The report needs labelled inputs: an ImageFolder test/ tree or cifar10:test.")
+    _, probs = predict_items(ensemble, items, csv_path, num_workers=0, keep_probs=True)
+    assert probs is not None
+    with open(csv_path, newline="") as f:
+        read = [not row["error"] for row in csv.DictReader(f)]  # input order, like probs
+    index = torch.tensor([i for i, ok in enumerate(read) if ok], dtype=torch.long)
+    failed = [items[i].path for i, ok in enumerate(read) if not ok]
+    p = probs[index]
+    y = torch.tensor([items[int(i)].target for i in index], dtype=torch.long)
     dataset = PredictDataset(items, ensemble.input_size)
-    probs, targets, images, failed = [], [], [], []
-    with torch.no_grad():
-        for batch_images, batch_targets, index, errors in DataLoader(dataset, batch_size=256):
-            ok = torch.tensor([not e for e in errors])
-            failed += [items[i].path for i, e in zip(index.tolist(), errors, strict=True) if e]
-            probs.append(ensemble(batch_images[ok]))
-            targets.append(batch_targets[ok])
-            images.append(batch_images[ok])
-    p, y = torch.cat(probs), torch.cat(targets)
     k = len(ensemble.class_names)
     metrics: dict[str, Any] = {
         "images": len(y),
@@ -98,16 +119,14 @@ def evaluate(
         "ensemble": ensemble,
         "probs": p,
         "targets": y,
-        "images": torch.cat(images),
+        # uint8 (len(positions), 3, S, S) images of the given positions of probs/targets, decoded again
+        "images_at": lambda positions: torch.stack([dataset[int(index[i])][0] for i in positions]),
         "metrics": metrics,
     }
 
 
 def _grid(images: Tensor, captions: list[str], path: Path, cols: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = len(images)
     rows = max(1, int(np.ceil(n / cols)))
@@ -125,10 +144,7 @@ def _grid(images: Tensor, captions: list[str], path: Path, cols: int = 8) -> Non
 def _training_curves(metrics_csv: Path, path: Path) -> bool:
     if not metrics_csv.is_file():
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -160,57 +176,38 @@ def _training_curves(metrics_csv: Path, path: Path) -> bool:
     return True
 
 
-def write_report(result: dict[str, Any], out: Path, ckpt: Path, n_mistakes: int = 32) -> Path:
-    """Write every file of the module docstring into ``out``; return the markdown summary's path."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    names = result["ensemble"].class_names
-    m = result["metrics"]
-    probs, y, images = result["probs"], result["targets"], result["images"]
+    return plt
 
-    with open(out / "per_class.csv", "w", newline="") as f:
+
+def write_per_class(metrics: dict[str, Any], names: list[str], path: Path) -> None:
+    """``per_class.csv``: precision, recall, F1 and support per class."""
+    pc = metrics["per_class"]
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "precision", "recall", "f1", "support"])
-        pc = m["per_class"]
         for i, name in enumerate(names):
-            writer.writerow(
-                [
-                    name,
-                    *(f"{float(pc[k][i]):.4f}" for k in ("precision", "recall", "f1")),
-                    int(pc["support"][i]),
-                ]
-            )
+            scores = (f"{float(pc[k][i]):.4f}" for k in ("precision", "recall", "f1"))
+            writer.writerow([name, *scores, int(pc["support"][i])])
 
-    cm = m["confusion"].numpy()
-    size = max(4.0, 0.45 * len(names))
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    shown = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-    if len(names) <= 20:
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(
-                    j,
-                    i,
-                    f"{cm[i, j]:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if cm[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(shown)
-    fig.tight_layout()
-    fig.savefig(out / "confusion_matrix.png", dpi=120)
+
+def plot_confusion(metrics: dict[str, Any], names: list[str], path: Path) -> None:
+    """``confusion_matrix.png``, rows normalized (torchmetrics' plot, as W&B gets it)."""
+    plt = _pyplot()
+    fig = confusion_matrix_figure(metrics["confusion"], names)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    bins = reliability_bins(probs, y)
+
+def plot_reliability(probs: Tensor, targets: Tensor, ece: float, path: Path) -> None:
+    """``reliability.png``: accuracy per confidence bin against the diagonal, titled with the ECE."""
+    plt = _pyplot()
+    bins = reliability_bins(probs, targets)
     fig, ax = plt.subplots(figsize=(4, 4))
     centers = (bins["edges"][1:] + bins["edges"][:-1]) / 2
     filled = bins["count"] > 0
@@ -218,34 +215,59 @@ def write_report(result: dict[str, Any], out: Path, ckpt: Path, n_mistakes: int 
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"ECE {100 * m['ece']:.2f}%")
+    ax.set_title(f"ECE {100 * ece:.2f}%")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
-    conf, pred = probs.max(-1)
-    wrong = (pred != y).nonzero().flatten()
-    worst = wrong[conf[wrong].argsort(descending=True)][:n_mistakes]
-    if len(worst):
-        captions = [f"{names[int(y[i])]} -> {names[int(pred[i])]} ({float(conf[i]):.2f})" for i in worst]
-        _grid(images[worst], captions, out / "mistakes.png")
 
-    first = torch.arange(min(32, len(images)))
-    _grid(images[first], [names[int(y[i])] for i in first], out / "samples.png")
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters", {})
+def plot_mistakes(
+    probs: Tensor,
+    targets: Tensor,
+    images_at: Callable[[Tensor], Tensor],
+    names: list[str],
+    path: Path,
+    n: int,
+) -> bool:
+    """``mistakes.png``: the ``n`` most confident wrong predictions; ``False`` when there are none."""
+    conf, pred = probs.max(-1)
+    wrong = (pred != targets).nonzero().flatten()
+    worst = wrong[conf[wrong].argsort(descending=True)][:n]
+    if not len(worst):
+        return False
+    captions = [f"{names[int(targets[i])]} -> {names[int(pred[i])]} ({float(conf[i]):.2f})" for i in worst]
+    _grid(images_at(worst), captions, path)
+    return True
+
+
+def plot_samples(
+    images_at: Callable[[Tensor], Tensor],
+    targets: Tensor,
+    names: list[str],
+    datamodule_hparams: dict[str, Any],
+    out: Path,
+) -> None:
+    """``samples.png`` (the first 32 images as the model sees them) and ``augmented.png`` (the same after the
+    training augmentation the checkpoint recorded: random crop / flip / Cutout)."""
+    first = torch.arange(min(32, len(targets)))
+    captions = [names[int(targets[i])] for i in first]
+    images = images_at(first)
+    _grid(images, captions, out / "samples.png")
     augment = BatchAugment(
         (0.0, 0.0, 0.0),
         (1.0, 1.0, 1.0),
-        saved.get("crop_padding", 4),
-        saved.get("hflip", True),
-        saved.get("cutout", 0),
+        datamodule_hparams.get("crop_padding", 4),
+        datamodule_hparams.get("hflip", True),
+        datamodule_hparams.get("cutout", 0),
     )
-    augmented = (augment(images[first], train=True).clamp(0, 1) * 255).round().to(torch.uint8)
-    _grid(augmented, [names[int(y[i])] for i in first], out / "augmented.png")
+    augmented = (augment(images, train=True).clamp(0, 1) * 255).round().to(torch.uint8)
+    _grid(augmented, captions, out / "augmented.png")
 
-    has_curves = _training_curves(ckpt.resolve().parent.parent / "metrics.csv", out / "curves.png")
 
+def write_summary(metrics: dict[str, Any], ckpt: Path, has_curves: bool, path: Path) -> None:
+    """``report.md``: the key numbers and links to every other file."""
+    m = metrics
     topk = next(k for k in m if k.startswith("top"))
     lines = [
         f"# Evaluation report: `{ckpt}`",
@@ -262,13 +284,32 @@ def write_report(result: dict[str, Any], out: Path, ckpt: Path, n_mistakes: int 
         f"| expected calibration error (15 bins) | {100 * m['ece']:.2f}% |",
         f"| negative log-likelihood | {m['nll']:.4f} |",
         "",
-        "Files: [per_class.csv](per_class.csv), ![confusion matrix](confusion_matrix.png), "
+        "Files: [predictions.csv](predictions.csv), [per_class.csv](per_class.csv), "
+        "![confusion matrix](confusion_matrix.png), "
         "![reliability](reliability.png), ![mistakes](mistakes.png), ![samples](samples.png), "
         "![augmented](augmented.png)"
         + (", ![curves](curves.png)" if has_curves else " (no metrics.csv found)"),
     ]
-    path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_report(
+    result: dict[str, Any], out: Path, ckpt: Path, n_mistakes: int = 32, trusted: bool = False
+) -> Path:
+    """Write every file of the module docstring into ``out``; return the markdown summary's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = result["ensemble"].class_names
+    m = result["metrics"]
+    probs, y, images_at = result["probs"], result["targets"], result["images_at"]
+    write_per_class(m, names, out / "per_class.csv")
+    plot_confusion(m, names, out / "confusion_matrix.png")
+    plot_reliability(probs, y, m["ece"], out / "reliability.png")
+    plot_mistakes(probs, y, images_at, names, out / "mistakes.png", n_mistakes)
+    saved = read_checkpoint(ckpt, trusted).get("datamodule_hyper_parameters", {})
+    plot_samples(images_at, y, names, saved, out)
+    has_curves = _training_curves(ckpt.resolve().parent.parent / "metrics.csv", out / "curves.png")
+    path = out / "report.md"
+    write_summary(m, ckpt, has_curves, path)
     return path
 
 
@@ -281,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--out", default=None, help="output folder (default: <run>/report)")
     parser.add_argument("--data-dir", default=None, help="dataset folder for cifar10:test etc.")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help=TRUST_CHECKPOINT_HELP,
+    )
     args = parser.parse_args(argv)
     ckpt = Path(args.ckpt[0])
     run_dir = (
@@ -288,8 +334,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     out = Path(args.out) if args.out else run_dir / "report"
     try:
-        result = evaluate(args.ckpt, args.inputs, args.data_dir, args.tta)
-        path = write_report(result, out, ckpt)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path = out / "predictions.csv"
+        result = evaluate(args.ckpt, args.inputs, args.data_dir, args.tta, args.trust_checkpoint, csv_path)
+        path = write_report(result, out, ckpt, trusted=args.trust_checkpoint)
     except (DatasetError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,4 +1,4 @@
-"""Tiny generated datasets for the tests."""
+"""Tiny generated datasets and models for the tests (the ImageFolder generator is lit_vision's own)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,26 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from lit_vision.data.synthetic import class_image, make_imagefolder
 
-def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A learnable image: class-specific colour in one quadrant-shaped region, plus noise. (H, W, 3) uint8."""
-    img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-    color = np.array([(37 * label) % 256, (91 * label + 60) % 256, (53 * label + 120) % 256], dtype=np.uint8)
-    q = size // 2
-    y0, x0 = (label % 2) * q, ((label // 2) % 2) * q
-    img[y0 : y0 + q, x0 : x0 + q] = color
-    return img
+__all__ = ["QUIET", "class_image", "folder_run_args", "make_imagefolder", "make_torchvision_cifar10"]
+
+#: CLI flags that keep test output short
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def make_imagefolder(
-    root: Path,
-    classes: list[str] | int = 3,
-    n_train: int = 12,
-    n_test: int | None = 4,
-    size: int = 32,
-    ext: str = ".png",
-    seed: int = 0,
-) -> Path:
-    """Write ``root/train/<class>/<i><ext>`` (and ``root/test/...`` if ``n_test``); return ``root``."""
-    names = [f"class_{i:02d}" for i in range(classes)] if isinstance(classes, int) else classes
-    rng = np.random.default_rng(seed)
-    splits = {"train": n_train} | ({"test": n_test} if n_test else {})
-    for split, n in splits.items():
-        for label, name in enumerate(names):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(class_image(label, rng, size)).save(folder / f"{i:04d}{ext}")
-    return root
+def folder_run_args(data: Path, runs: Path, val_size: int = 12) -> list[str]:
+    """CLI flags for a run on a generated ImageFolder tree, logging under ``runs``."""
+    return [
+        "--data.dataset=imagefolder",
+        f"--data.data_dir={data}",
+        f"--data.val_size={val_size}",
+        "--data.batch_size=8",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        *QUIET,
+    ]
 
 
 def make_torchvision_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:

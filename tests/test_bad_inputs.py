@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,7 @@ import pytest
 from helpers import make_torchvision_cifar10
 
 from lit_vision.cli import main, run
-from lit_vision.data import CIFARDataModule, DatasetError
+from lit_vision.data import DatasetError, ImageDataModule
 from lit_vision.models import ImageClassifier
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -30,7 +31,7 @@ def folder_args(root: Path) -> list[str]:
 def test_empty_data_dir_lists_layouts(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"(?s)No dataset found.*empty must hold one of") as err:
-        CIFARDataModule("imagefolder", tmp_path / "empty").setup("fit")
+        ImageDataModule("imagefolder", tmp_path / "empty").setup("fit")
     assert "train/<class>/<image>" in str(err.value) and "--data.data_dir" in str(err.value)
 
 
@@ -41,7 +42,7 @@ def test_zero_byte_and_truncated_images_are_named(tiny_folder: Path, tmp_path: P
     data = victim.read_bytes()
     victim.write_bytes(b"" if damage == "zero_bytes" else data[: len(data) // 2])
     with pytest.raises(DatasetError, match=f"Cannot read image {victim}.*Delete or replace the file"):
-        CIFARDataModule("imagefolder", root, val_size=12).setup("fit")
+        ImageDataModule("imagefolder", root, val_size=12).setup("fit")
 
 
 def test_non_image_files_are_skipped_with_a_warning(tiny_folder: Path, tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ def test_non_image_files_are_skipped_with_a_warning(tiny_folder: Path, tmp_path:
     (root / "train" / "class_00" / "labels.csv").write_text("a,b\n")
     (root / "train" / "class_02" / "README").write_text("notes")
     (root / "train" / "class_02" / ".DS_Store").write_bytes(b"\0")  # hidden: skipped silently
-    dm = CIFARDataModule("imagefolder", root, val_size=12, batch_size=8)
+    dm = ImageDataModule("imagefolder", root, val_size=12, batch_size=8)
     with pytest.warns(UserWarning, match=r"Skipped 2 non-image file\(s\) in .*train"):
         dm.setup("fit")
     assert len(dm._train_full) == 60  # every image still there
@@ -69,7 +70,7 @@ def test_labels_out_of_range_in_torchvision_files(tmp_path: Path, monkeypatch) -
     with open(batch_file, "wb") as f:
         pickle.dump(batch, f)
     with pytest.raises(DatasetError, match=r"1 labels outside 0..9 \(first: image 13 has label 12\)"):
-        CIFARDataModule("cifar10", root, val_size=10, batch_size=4).setup("fit")
+        ImageDataModule("cifar10", root, val_size=10, batch_size=4).setup("fit")
 
 
 def test_unknown_dataset_name(tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
@@ -97,6 +98,25 @@ def test_dataset_errors_end_without_a_traceback(tmp_path: Path, monkeypatch, cap
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: No ImageFolder tree at") and "nowhere" in err and "Traceback" not in err
+
+
+def test_a_first_run_without_data_shows_only_the_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Lightning resume warnings before the real message (they came from an OnExceptionCheckpoint: with
+    one installed, Lightning resumes fit(ckpt_path=None) from "last")."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "sys.argv", ["train.py", "fit", "--data.data_dir=nowhere", "--data.dataset=imagefolder"]
+    )
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit):
+        warnings.simplefilter("always")
+        run()
+    resume_talk = [
+        str(w.message) for w in caught if "ckpt_path" in str(w.message) or "checkpoint" in str(w.message)
+    ]
+    assert resume_talk == []
+    assert capsys.readouterr().err.startswith("error: No ImageFolder tree at")
 
 
 def test_checkpoint_of_another_architecture(
@@ -128,7 +148,7 @@ def test_checkpoint_of_another_architecture(
             ["test", *folder_args(tiny_cifar10_folder), "--data.val_size=20", *common, f"--ckpt_path={ckpt}"]
         )
     # Python API: a model built by hand
-    dm = CIFARDataModule("imagefolder", tiny_folder, val_size=12, batch_size=8)
+    dm = ImageDataModule("imagefolder", tiny_folder, val_size=12, batch_size=8)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(
         ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"

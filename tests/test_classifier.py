@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier, WarmupCosineLR
 
 
-def tiny_dm(root: Path, **kw) -> CIFARDataModule:
-    return CIFARDataModule("imagefolder", root, batch_size=8, val_size=12, **kw)
+def tiny_dm(root: Path, **kw) -> ImageDataModule:
+    return ImageDataModule("imagefolder", root, batch_size=8, val_size=12, **kw)
 
 
 def trainer(tmp_path: Path, **kw) -> L.Trainer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,10 @@ def fit_test_predict(args: list[str], tmp_path: Path) -> tuple[Path, list[dict[s
     probs = [float(preds[0][f"prob_{c}"]) for c in classes]
     assert sum(probs) == pytest.approx(1.0, abs=1e-4)
     assert float(preds[0]["confidence"]) == pytest.approx(max(probs), abs=1e-6)
+    assert all(r["error"] == "" for r in preds)  # the same writer and columns as predict.py
+    summary = json.loads((run_dir / "predictions.summary.json").read_text())
+    correct = sum(r["prediction"] == r["target"] for r in preds)
+    assert summary["images"] == summary["labelled"] == n_test and summary["accuracy"] == correct / n_test
     return run_dir, preds
 
 

@@ -275,6 +275,19 @@ def test_a_single_seed_names_no_winner(tmp_path: Path) -> None:
     assert verdicts(render_tables(read_rows(path))) == {"a": "baseline", "b": "no spread (1 seed)"}
 
 
+def test_unclean_timings_are_marked(tmp_path: Path) -> None:
+    """A run beside another job (load above the cores), or one whose wall time is shorter than its training
+    (an attempt went unrecorded), gets a * on its wall time; a clean one does not."""
+    path = tmp_path / "results.csv"
+    clean = {"load_avg": 1.9, "cpu_count": 2, "train_s": 50.0}
+    append_row(path, {**fake_row("baseline", 0, 0.80), **clean})
+    append_row(path, {**fake_row("busy", 0, 0.80), **clean, "load_avg": 3.2})
+    append_row(path, {**fake_row("lost", 0, 0.80), **clean, "train_s": 90.0})  # wall_s is 60
+    rows = {r.split("|")[1].strip().strip("`"): r.split("|")[9].strip() for r in
+            render_tables(read_rows(path)).splitlines() if r.startswith("| `")}  # fmt: skip
+    assert rows == {"baseline": "1.0 min", "busy": "1.0 min*", "lost": "1.0 min*"}
+
+
 def test_budget_plan_fills_the_budget_with_whole_or_shortened_epochs() -> None:
     # 0.1 s/step, 100 steps/epoch, 2 s of validation per epoch, 120 s budget -> 0.9 * 120 = 108 s usable:
     # 9 epochs cost 9 * (10 + 2) = 108 s
@@ -332,9 +345,12 @@ def test_readme_refuses_missing_markers_and_missing_results(tmp_path: Path) -> N
     assert compare_main(["readme", "--readme", str(readme), "--results", str(results)]) == 1
 
 
-def test_the_readme_is_up_to_date_with_the_committed_results(tmp_path: Path) -> None:
+def test_the_readme_is_up_to_date_with_the_committed_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `python -m lit_vision.compare readme` would write is what README.md holds."""
     readme = tmp_path / "README.md"
     readme.write_text((ROOT / "README.md").read_text())
+    monkeypatch.chdir(ROOT)  # the command runs at the repository root; links are relative to it
     update_readme(readme, Path("results"))
     assert readme.read_text() == (ROOT / "README.md").read_text(), "run: python -m lit_vision.compare readme"

@@ -10,14 +10,14 @@ import torch
 from helpers import make_imagefolder, make_torchvision_cifar10
 from PIL import Image
 
-from lit_vision.data import CIFARDataModule, DatasetError, sources
+from lit_vision.data import DatasetError, ImageDataModule, sources
 
 
-def dm(data_dir: Path, **kw) -> CIFARDataModule:
+def dm(data_dir: Path, **kw) -> ImageDataModule:
     kw.setdefault("dataset", "imagefolder")
     kw.setdefault("val_size", 12)
     kw.setdefault("batch_size", 8)
-    module = CIFARDataModule(data_dir=data_dir, **kw)
+    module = ImageDataModule(data_dir=data_dir, **kw)
     return module
 
 
@@ -77,13 +77,13 @@ def test_loaders_drop_only_in_training(tiny_folder: Path) -> None:
 def test_decode_cache_reused_and_invalidated(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
     root = shutil.copytree(tiny_folder, tmp_path / "copy")
     calls = {"n": 0}
-    real = sources._decode
+    real = sources.decode_image
 
     def counting(path: Path, size: int | None) -> np.ndarray:
         calls["n"] += 1
         return real(path, size)
 
-    monkeypatch.setattr(sources, "_decode", counting)
+    monkeypatch.setattr(sources, "decode_image", counting)
     dm(root).setup("fit")
     assert calls["n"] == 78  # 60 train + 18 test decoded once
     dm(root).setup("fit")
@@ -103,9 +103,9 @@ def test_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
 
     root = make_torchvision_cifar10(tmp_path / "c10")
     with pytest.raises(DatasetError, match=r"incomplete or corrupted.*Delete that folder"):
-        CIFARDataModule("cifar10", root, batch_size=4, val_size=10).setup("fit")  # md5 sums differ
+        ImageDataModule("cifar10", root, batch_size=4, val_size=10).setup("fit")  # md5 sums differ
     monkeypatch.setattr(cifar, "check_integrity", lambda *args: True)
-    d = CIFARDataModule("cifar10", root, batch_size=4, val_size=10)
+    d = ImageDataModule("cifar10", root, batch_size=4, val_size=10)
     assert d.layout == "torchvision"
     d.prepare_data()  # must not try to download: the files are there
     d.setup("fit")
@@ -115,7 +115,7 @@ def test_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cifar_configs_accept_an_imagefolder_copy(tiny_cifar10_folder: Path) -> None:
-    d = CIFARDataModule("cifar10", tiny_cifar10_folder, batch_size=8, val_size=20)
+    d = ImageDataModule("cifar10", tiny_cifar10_folder, batch_size=8, val_size=20)
     assert d.layout == "imagefolder"
     d.setup("fit")
     assert d.num_classes == 10 and d.classes[-1] == "truck"
@@ -128,7 +128,7 @@ def test_download_impossible_lists_layouts(tmp_path: Path, monkeypatch) -> None:
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(CIFAR10, "download", offline)
-    d = CIFARDataModule("cifar10", tmp_path / "nothing_here")
+    d = ImageDataModule("cifar10", tmp_path / "nothing_here")
     with pytest.raises(DatasetError) as err:
         d.prepare_data()
     msg = str(err.value)
@@ -138,9 +138,9 @@ def test_download_impossible_lists_layouts(tmp_path: Path, monkeypatch) -> None:
 
 def test_missing_dir_without_download(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="cifar-100-python"):
-        CIFARDataModule("cifar100", tmp_path / "none", download=False).prepare_data()
+        ImageDataModule("cifar100", tmp_path / "none", download=False).prepare_data()
     with pytest.raises(DatasetError, match=r"ImageFolder tree"):
-        CIFARDataModule("imagefolder", tmp_path / "none").setup("fit")
+        ImageDataModule("imagefolder", tmp_path / "none").setup("fit")
 
 
 def test_empty_class_folder_is_named(tiny_folder: Path, tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_class_mismatch_between_train_and_test(tiny_folder: Path, tmp_path: Path
 
 def test_wrong_class_count_for_cifar(tiny_folder: Path) -> None:
     with pytest.raises(DatasetError, match="has 3 class folders, but cifar10 has 10"):
-        CIFARDataModule("cifar10", tiny_folder, val_size=5).setup("fit")
+        ImageDataModule("cifar10", tiny_folder, val_size=5).setup("fit")
 
 
 def test_missing_train_split(tmp_path: Path) -> None:
@@ -253,3 +253,31 @@ def test_albumentations_in_workers(tiny_folder: Path) -> None:
     d.setup("fit")
     batches = list(d.train_dataloader())
     assert len(batches) == 6 and all(b[0].dtype == torch.uint8 for b in batches)
+
+
+def test_the_former_name_still_imports() -> None:
+    from lit_vision.data import CIFARDataModule
+
+    assert CIFARDataModule is ImageDataModule
+
+
+def test_prediction_inputs_download_without_a_datamodule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``predict.py cifar10:test`` downloads through the sources module; no datamodule is built for it."""
+    from lit_vision.data import files
+    from lit_vision.data.datamodule import CIFAR10_CLASSES
+
+    downloads: list[str] = []
+
+    def fake_download(name: str, data_dir: Path) -> None:
+        downloads.append(name)
+        make_imagefolder(data_dir, CIFAR10_CLASSES, n_train=1, n_test=1)  # what the data_dir then holds
+
+    def no_datamodule(*args, **kwargs) -> None:
+        raise AssertionError("a datamodule was built to download prediction inputs")
+
+    monkeypatch.setattr(files, "download_torchvision_cifar", fake_download)
+    monkeypatch.setattr(ImageDataModule, "__init__", no_datamodule)
+    items = files.collect_inputs(["cifar10:test"], CIFAR10_CLASSES, tmp_path / "c10")
+    assert downloads == ["cifar10"] and len(items) == 10 and all(it.target is not None for it in items)

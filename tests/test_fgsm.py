@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_vision.callbacks import FGSM, fgsm_perturb
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
 
 MEAN, STD = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
@@ -50,7 +50,7 @@ def test_perturbation_is_eps_in_pixel_space_and_stays_in_range() -> None:
 
 def test_adversarial_loss_exceeds_clean_loss_on_trained_model(tiny_folder: Path) -> None:
     model = ImageClassifier("compact_cifar", num_classes=3, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
-    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
+    dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
     L.Trainer(
         max_epochs=8,
         logger=False,
@@ -108,7 +108,7 @@ def test_training_transform_modes_and_adv_every(mode: str) -> None:
 
 def test_robust_test_accuracy_is_logged_under_inference_mode(tiny_folder: Path) -> None:
     model = ImageClassifier("compact_cifar", num_classes=3)
-    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
+    dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
     trainer = L.Trainer(
         max_epochs=2,
         callbacks=[FGSM(eps=2 / 255, test_eps=8 / 255)],

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_vision.callbacks import MixUpCutMix
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
 from lit_vision.models.losses import SoftTargetCrossEntropy
 
@@ -112,7 +112,7 @@ def test_training_mixes_validation_does_not_and_stop_epoch(tiny_folder: Path, tm
         num_sanity_val_steps=0,
         accelerator="cpu",
     )
-    trainer.fit(model, datamodule=CIFARDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
+    trainer.fit(model, datamodule=ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
     train = [(e, nd) for training, e, nd in seen if training]
     val = [nd for training, _, nd in seen if not training]
     assert {nd for e, nd in train if e < 2} == {2}  # soft targets while mixing

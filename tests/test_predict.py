@@ -13,10 +13,11 @@ import torch
 from helpers import class_image, make_imagefolder
 from PIL import Image
 
-from lit_vision.callbacks.prediction_writer import FilePredictionWriter
+from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.cli import main as cli_main
 from lit_vision.data.files import PredictDataset, collect_inputs
-from lit_vision.models.ensemble import Ensemble, load_classifier
+from lit_vision.models.checkpoints import load_classifier
+from lit_vision.models.ensemble import Ensemble
 from lit_vision.predict import main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -213,7 +214,8 @@ def test_mismatched_checkpoints_and_inputs(
 
 
 def test_rank_parts_merge_in_input_order(tmp_path: Path) -> None:
-    writer = FilePredictionWriter(tmp_path / "p.csv", [f"img{i}" for i in range(5)], ["a", "b"])
+    writer = PredictionWriter(str(tmp_path), "p.csv", item_paths=[f"img{i}" for i in range(5)])
+    writer.path, writer._class_names = tmp_path / "p.csv", ["a", "b"]  # what on_predict_start sets
     # the unrepeated sampler's shards on 2 ranks: 0, 2, 4 and 1, 3
     for rank, idx in ((0, [0, 2, 4]), (1, [1, 3])):
         with open(tmp_path / f"p.rank{rank}.csv", "w", newline="") as f:

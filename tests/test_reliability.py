@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import folder_run_args
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_vision.callbacks import CheckpointWriteError
+from lit_vision.callbacks import AtomicCheckpointIO, CheckpointWriteError
 from lit_vision.cli import main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -19,14 +20,7 @@ STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 
 
 
 def base_args(data: Path, runs: Path) -> list[str]:
-    return [
-        "--data.dataset=imagefolder",
-        f"--data.data_dir={data}",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-        f"--trainer.logger.init_args.save_dir={runs}",
-        *QUIET,
-    ]
+    return folder_run_args(data, runs)
 
 
 def stop_at(step: int, how: str) -> str:
@@ -138,7 +132,8 @@ def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, mo
     import lightning.fabric.plugins.io.torch_io as torch_io
 
     args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.logger.init_args.version=v"]
-    main([*args, "--trainer.max_epochs=1"])
+    first = main([*args, "--trainer.max_epochs=1"])
+    assert isinstance(first.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # installed by the CLI
     ckpts = tmp_path / "runs" / "default" / "v" / "checkpoints"
     before = {name: (ckpts / name).read_bytes() for name in ("best.ckpt", "last.ckpt")}
 

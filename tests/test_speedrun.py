@@ -20,7 +20,7 @@ from torch import nn
 
 from lit_vision.callbacks import EMA, TestTimeAugmentation
 from lit_vision.cli import main
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import DecoupledSGD, ImageClassifier, TriangleLR, create_backbone
 from lit_vision.models.airbench import PatchWhitening, dirac_init_
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs
@@ -120,7 +120,7 @@ def test_dirac_init_makes_a_fresh_conv_an_identity_on_its_first_channels() -> No
 def flips_per_epoch(data: Path, epochs: int, seed: int = 0) -> dict[int, list[bool]]:
     """For each train image index: whether the batched transform flipped it, epoch by epoch."""
     os.environ["PL_GLOBAL_SEED"] = str(seed)
-    dm = CIFARDataModule(
+    dm = ImageDataModule(
         dataset="imagefolder", data_dir=data, val_size=12, batch_size=8, crop_padding=0, alternating_flip=True
     )
     dm.setup("fit")
@@ -297,7 +297,7 @@ def test_val_size_zero_trains_on_everything_and_keeps_test_and_predict(
 
 
 def test_val_size_zero_without_a_test_split_says_what_to_do(tiny_folder: Path, tmp_path: Path) -> None:
-    dm = CIFARDataModule(dataset="imagefolder", data_dir=tiny_folder, val_size=0, predict_split="val")
+    dm = ImageDataModule(dataset="imagefolder", data_dir=tiny_folder, val_size=0, predict_split="val")
     dm.setup("predict")
     with pytest.raises(Exception, match="val_size=0"):
         dm.predict_dataloader()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lit_vision.callbacks import TestTimeAugmentation, TTAView
-from lit_vision.data import CIFARDataModule
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
 
 
@@ -92,7 +92,7 @@ def test_active_in_test_and_predict_only(tiny_folder: Path) -> None:
         return logits(m, x)
 
     tta.logits = counting
-    dm = CIFARDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
+    dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
     trainer = L.Trainer(
         max_epochs=1,
         callbacks=[tta],

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import wandb
-from helpers import read_wandb_records
+from helpers import folder_run_args, read_wandb_records
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from lit_vision.cli import main
@@ -46,22 +48,17 @@ def history_row(record) -> dict:
 
 
 def wandb_args(tiny_folder: Path, tmp_path: Path) -> list[str]:
+    configs = ["configs/cifar10_compact.yaml", "configs/logger/wandb.yaml", "configs/tricks/wandb_media.yaml"]
     return [
         "fit",
-        "--config",
-        str(ROOT / "configs/cifar10_compact.yaml"),
-        "--config",
-        str(ROOT / "configs/logger/wandb.yaml"),
-        "--config",
-        str(ROOT / "configs/tricks/wandb_media.yaml"),
-        f"--data.data_dir={tiny_folder}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        *(f"--config={ROOT / c}" for c in configs),
+        *folder_run_args(tiny_folder, tmp_path / "runs"),
     ]
+
+
+def wandb_logger(cli) -> WandbLogger:
+    (logger,) = [lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
+    return logger
 
 
 def test_offline_fallback_without_api_key(no_wandb_account: None) -> None:
@@ -72,8 +69,9 @@ def test_offline_run_history_media_and_config(
     no_wandb_account: None, tiny_folder: Path, tmp_path: Path
 ) -> None:
     cli = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=3"])
-    assert isinstance(cli.trainer.logger, WandbLogger) and cli.trainer.logger._offline
-    cli.trainer.logger.experiment.finish()  # flush, as the end of a `train.py fit` process does
+    logger = wandb_logger(cli)
+    assert logger._offline
+    logger.experiment.finish()  # flush, as the end of a `train.py fit` process does
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     records = read_wandb_records(next(run_dir.glob("run-*.wandb")))
 
@@ -99,6 +97,31 @@ def test_offline_run_history_media_and_config(
     assert {"model", "data", "trainer", "wandb_media"} <= config_keys  # the resolved CLI config was sent
 
 
+def test_wandb_logs_next_to_csv_and_resumes_its_run(
+    no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV logger stays (metrics.csv, checkpoints in runs/<name>/version_N/), and a resumed fit logs to
+    the W&B run of its checkpoint instead of starting a new one."""
+    # before test_wandb_mode_disabled_is_respected: after a disabled run wandb keeps process-wide settings
+    # that turn later runs in the same process into disabled ones
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=1"])
+    run_id = wandb_logger(first).version
+    wandb_logger(first).experiment.finish()
+    run_dir = Path(first.trainer.log_dir)  # runs/<config name>/version_0, as without W&B
+    assert isinstance(first.trainer.loggers[0], CSVLogger) and run_dir.name == "version_0"
+    assert run_dir.parent.parent == tmp_path / "runs"
+    assert (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run_id}"))  # beside the CSV runs
+
+    more = ["--trainer.max_epochs=2", "--model.on_schedule_change=extend", "--ckpt_path=last"]
+    resumed = main([*wandb_args(tiny_folder, tmp_path), *more])
+    assert wandb_logger(resumed).version == run_id
+    wandb_logger(resumed).experiment.finish()
+    assert Path(resumed.trainer.log_dir) == run_dir.parent / "version_1"
+    assert (Path(resumed.trainer.log_dir) / "metrics.csv").is_file()
+
+
 def test_wandb_mode_disabled_is_respected(
     no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,3 +131,22 @@ def test_wandb_mode_disabled_is_respected(
     )
     assert cli.trainer.state.finished
     assert not list((tmp_path / "runs").glob("wandb/offline-run-*"))
+
+
+def test_log_model_offline_is_dropped_with_a_warning(no_wandb_account: None, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="log_model=True needs an online run"):
+        logger = WandbLogger(save_dir=str(tmp_path), log_model=True)
+    assert logger._offline and not logger._log_model
+
+
+def test_only_rank_zero_probes_the_network(
+    no_wandb_account: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probes: list[int] = []
+    monkeypatch.setattr("lit_vision.loggers.wandb_online_possible", lambda: probes.append(1) or False)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    WandbLogger(save_dir=str(tmp_path))
+    assert probes == []
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    WandbLogger(save_dir=str(tmp_path))
+    assert probes == [1]

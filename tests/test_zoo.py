@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torchvision.ops import DropBlock2d, StochasticDepth
 
-from lit_vision.models import class_activation_map, create_backbone, list_backbones
-from lit_vision.models.layers import ACTIVATIONS, get_activation
+from lit_vision.explain import class_activation_map
+from lit_vision.models import create_backbone, list_backbones
+from lit_vision.models.layers import ACTIVATIONS, BlurPool2d, get_activation
 from lit_vision.models.profiling import count_macs, count_params
 from lit_vision.models.registry import _BACKBONES
 
@@ -148,8 +149,6 @@ def test_stn_starts_as_identity() -> None:
 
 
 def test_gapawarenet_components() -> None:
-    from kornia.filters import BlurPool2D
-
     from lit_vision.models.gapawarenet import ConvNeXtBlock, CoordConvStem, PooledSelfAttention
 
     model = create_backbone("gapawarenet", num_classes=10, dilated=True, skip_connections=True)
@@ -157,7 +156,7 @@ def test_gapawarenet_components() -> None:
         i for i, s in enumerate(model.stages) if any(isinstance(m, PooledSelfAttention) for m in s)
     ]
     assert stages_with_attention == [1, 2]
-    assert sum(isinstance(m, BlurPool2D) for m in model.modules()) == 3
+    assert sum(isinstance(m, BlurPool2d) for m in model.modules()) == 3
     assert isinstance(model.stem, CoordConvStem) and model.stem.conv[0].in_channels == 5
     dilations = [b.dwconv.dilation for s in model.stages for b in s if isinstance(b, ConvNeXtBlock)]
     assert dilations == [(1, 1), (1, 1), (2, 2), (2, 2), (2, 2)]
@@ -165,6 +164,20 @@ def test_gapawarenet_components() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     for size, width in (("small", 384), ("base", 512)):
         assert create_backbone("gapawarenet", num_classes=10, size=size).num_features == width
+
+
+def test_blurpool_is_the_binomial_filter() -> None:
+    """kornia's documented example (zero-padded [1, 2, 1]^2 / 16 at stride 2), and a constant map stays
+    constant away from the border; no buffer in the state_dict (checkpoints from the kornia layer load)."""
+    pool = BlurPool2d(1, 3, stride=2)
+    expected = torch.tensor([[0.3125, 0.0625, 0.0], [0.0625, 0.375, 0.0625], [0.0, 0.0625, 0.3125]])
+    torch.testing.assert_close(pool(torch.eye(5)[None, None])[0, 0], expected)
+    out = BlurPool2d(4, 5, stride=2)(torch.ones(2, 4, 9, 9))
+    assert out.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.ones(2, 4, 3, 3))
+    assert pool.state_dict() == {}
+    with pytest.raises(ValueError, match="odd"):
+        BlurPool2d(3, 4)
 
 
 def test_cam_is_exact_decomposition_of_the_logit() -> None:

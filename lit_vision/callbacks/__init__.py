@@ -1,11 +1,16 @@
 """Lightning callbacks of lit_vision: each one a YAML switch (see ``lit_vision.cli``)."""
 
 from lit_vision.callbacks.adversarial import FGSM, fgsm_perturb
-from lit_vision.callbacks.checkpoint import CheckpointWriteError, InterruptCheckpoint, SafeModelCheckpoint
+from lit_vision.callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    InterruptCheckpoint,
+    SafeModelCheckpoint,
+)
 from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
-from lit_vision.callbacks.prediction_writer import CSVPredictionWriter
+from lit_vision.callbacks.prediction_writer import CSVPredictionWriter, PredictionWriter
 from lit_vision.callbacks.throughput import EpochThroughput
 from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
 from lit_vision.callbacks.wandb_media import WandbMediaLogger
@@ -13,12 +18,14 @@ from lit_vision.callbacks.wandb_media import WandbMediaLogger
 __all__ = [
     "EMA",
     "FGSM",
+    "AtomicCheckpointIO",
     "CSVPredictionWriter",
     "CheckpointWriteError",
     "EpochThroughput",
     "HeadFirstFinetuning",
     "InterruptCheckpoint",
     "MixUpCutMix",
+    "PredictionWriter",
     "SafeModelCheckpoint",
     "TTAView",
     "TestTimeAugmentation",

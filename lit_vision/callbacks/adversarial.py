@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_vision.data.normalization import pixel_bounds, pixels_to_units
+
 __all__ = ["FGSM", "fgsm_perturb"]
 
 
@@ -53,9 +55,7 @@ def fgsm_perturb(
     Returns:
         ``x_adv`` (N, 3, H, W), detached, with ``|x_adv - x| <= eps`` in pixel space and pixels in [0, 1].
     """
-    std = module.input_std.view(1, -1, 1, 1).float()
-    mean = module.input_mean.view(1, -1, 1, 1).float()
-    lo, hi = (0.0 - mean) / std, (1.0 - mean) / std  # the [0, 1] pixel range in normalized units
+    lo, hi = (b.to(x.device) for b in pixel_bounds(module.input_mean, module.input_std))
     bn = _bn_buffers(module)
     saved = [b.clone() for b in bn]
     # Test and predict run under inference_mode; the attack needs a graph back to the input.
@@ -68,7 +68,7 @@ def fgsm_perturb(
     with torch.no_grad():
         for b, s in zip(bn, saved, strict=True):
             b.copy_(s)
-        step = (eps / std) * grad.float().sign()  # eps pixels == eps / std normalized units, per channel
+        step = pixels_to_units(eps, module.input_std).to(x.device) * grad.float().sign()
         x_adv = torch.minimum(torch.maximum(x.float() + step, lo), hi).to(x.dtype)
     return x_adv.detach()
 

@@ -1,15 +1,22 @@
 """Checkpoints that survive failures: atomic writes, an interrupt checkpoint, and resumes into a new run.
 
+* ``AtomicCheckpointIO`` (a Lightning ``CheckpointIO`` plugin, installed by the CLI) writes
+  ``<name>.ckpt.tmp`` and renames it over ``<name>.ckpt`` only once complete, so a full disk or a kill during
+  a write never leaves a truncated ``best.ckpt``/``last.ckpt`` behind: the previous file stays intact.
 * ``SafeModelCheckpoint`` (Lightning's ``ModelCheckpoint``) keeps ``last.ckpt`` the newest state (Lightning
-  2.6 skips it after epochs that do not improve the monitor) and writes ``<name>.ckpt.tmp``, renamed over
-  ``<name>.ckpt`` only once complete, so a full disk or a kill during a write never leaves a truncated
-  ``best.ckpt``/``last.ckpt`` behind: the previous file stays intact. When a run resumes from another run
-  directory (the CLI's ``--ckpt_path last`` does this), the earlier best score carries over, so ``best.ckpt``
-  is only written when the resumed run beats it, and the earlier run's files are never deleted.
-* ``InterruptCheckpoint`` (Lightning's ``OnExceptionCheckpoint``) saves ``interrupted.ckpt`` when ``fit``
-  stops on an exception: SIGTERM (Lightning turns it into ``SIGTERMException`` on every rank),
+  2.6 skips it after epochs that do not improve the monitor). When a run resumes from another run directory
+  (the CLI's ``--ckpt_path last`` does this), the earlier best score carries over, so ``best.ckpt`` is only
+  written when the resumed run beats it, and the earlier run's files are never deleted.
+* ``InterruptCheckpoint`` (a ``Checkpoint`` on the public ``on_exception`` hook) saves ``interrupted.ckpt``
+  when ``fit`` stops on an exception: SIGTERM (Lightning turns it into ``SIGTERMException`` on every rank),
   KeyboardInterrupt, a non-finite loss, any error. It is written beside the run's other checkpoints and
   deleted when a later ``fit`` in the same directory completes.
+
+Lightning has no public way to do what ``SafeModelCheckpoint`` does, so it overrides private
+``ModelCheckpoint`` members (``_save_last_checkpoint``, ``_remove_checkpoint``, and reads
+``_monitor_candidates``, ``_should_skip_saving_checkpoint``, ``_should_save_on_train_epoch_end``): this is
+the one place. ``tests/test_lightning_contract.py`` pins their signatures, and ``pyproject.toml`` caps
+``lightning`` below the next minor release.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import os
 import warnings
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["CheckpointWriteError", "InterruptCheckpoint", "SafeModelCheckpoint"]
+__all__ = ["AtomicCheckpointIO", "CheckpointWriteError", "InterruptCheckpoint", "SafeModelCheckpoint"]
 
 
 class CheckpointWriteError(OSError):
@@ -37,29 +45,37 @@ def _is_local(fs: Any) -> bool:
     return "file" in (protocol if isinstance(protocol, tuple | list) else (protocol,))
 
 
-def _write_atomically(trainer: L.Trainer, filepath: str, weights_only: bool, fs: Any) -> None:
-    """``trainer.save_checkpoint`` to ``filepath.tmp``, then rename (local filesystems; remote ones are
-    written in place, as object stores already replace an object only once it is fully uploaded)."""
-    if not _is_local(fs):
-        trainer.save_checkpoint(filepath, weights_only)
-        return
-    tmp = f"{filepath}.tmp"
-    try:
-        trainer.save_checkpoint(tmp, weights_only)
-    except OSError as err:
-        if trainer.is_global_zero and os.path.exists(tmp):
-            os.remove(tmp)
-        reason = "the disk is full" if err.errno == errno.ENOSPC else f"{type(err).__name__}: {err}"
-        previous = "is left intact" if os.path.exists(filepath) else "did not exist"
-        raise CheckpointWriteError(
-            err.errno,
-            f"Could not write checkpoint {filepath}: {reason}. Nothing was replaced: the previous "
-            f"{os.path.basename(filepath)} {previous}. Free space (or point trainer.default_root_dir / "
-            "checkpoint.dirpath elsewhere) and resume with --ckpt_path last.",
-        ) from err
-    if trainer.is_global_zero:
-        os.replace(tmp, filepath)  # atomic on POSIX: readers see the old file or the new one, never half
-    trainer.strategy.barrier("SafeModelCheckpoint.rename")
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` writing ``<path>.tmp`` and renaming it over ``<path>`` once complete
+    (local filesystems; object stores already replace an object only once it is fully uploaded).
+
+    A full disk or a kill during a write never leaves a truncated checkpoint behind: the previous file stays
+    intact, and the error says so. The CLI installs it as the trainer's checkpoint plugin, so every write
+    (``best``, ``last``, ``interrupted``, ``trainer.save_checkpoint``) goes through it.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        path = os.fspath(path)
+        if not _is_local(get_filesystem(path)):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        tmp = f"{path}.tmp"
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except OSError as err:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            reason = "the disk is full" if err.errno == errno.ENOSPC else f"{type(err).__name__}: {err}"
+            previous = "is left intact" if os.path.exists(path) else "did not exist"
+            raise CheckpointWriteError(
+                err.errno,
+                f"Could not write checkpoint {path}: {reason}. Nothing was replaced: the previous "
+                f"{os.path.basename(path)} {previous}. Free space (or point trainer.default_root_dir / "
+                "checkpoint.dirpath elsewhere) and resume with --ckpt_path last.",
+            ) from err
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
 
 
 class SafeModelCheckpoint(ModelCheckpoint):
@@ -94,14 +110,6 @@ class SafeModelCheckpoint(ModelCheckpoint):
         if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        _write_atomically(trainer, filepath, self.save_weights_only, self._fs)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
-
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # Never delete a file of another run directory (one this run resumed from).
         if self.dirpath is not None and Path(filepath).resolve().parent != Path(self.dirpath).resolve():
@@ -121,8 +129,13 @@ class SafeModelCheckpoint(ModelCheckpoint):
             self.kth_value = state_dict.get("kth_value", self.kth_value)
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
+class InterruptCheckpoint(Checkpoint):
     """Save ``interrupted.ckpt`` when ``fit`` stops on an exception (SIGTERM, Ctrl+C, errors).
+
+    A ``Checkpoint`` on Lightning's public ``on_exception`` hook, not an ``OnExceptionCheckpoint``: Lightning
+    treats the presence of one as "resume from the last checkpoint" whenever ``fit`` gets no ``ckpt_path``
+    (with two warnings on every fresh run). Resuming is explicit here: ``--ckpt_path last`` picks this file.
+    (Being a ``Checkpoint``, it runs after the ``ModelCheckpoint``, whose directory it reuses.)
 
     Args:
         dirpath: where to write it (default: the directory of the run's ``ModelCheckpoint``, i.e.
@@ -130,14 +143,17 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         filename: file name without ``.ckpt``.
     """
 
+    FILE_EXTENSION = ".ckpt"
+
     def __init__(self, dirpath: str | None = None, filename: str = "interrupted") -> None:
-        super().__init__(dirpath=dirpath or "", filename=filename)
+        self.dirpath = dirpath or ""
+        self.filename = filename
         self._explicit_dir = dirpath
         self._training_started = False
 
     @property
     def ckpt_path(self) -> str:
-        # Empty until the run directory is known: Lightning's ckpt_path="last" lookup skips empty paths.
+        """The file this run writes on an exception ('' until the run directory is known)."""
         return os.path.join(self.dirpath, self.filename + self.FILE_EXTENSION) if self.dirpath else ""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -161,7 +177,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             # `--ckpt_path last` pick it next time.
             return
         try:
-            _write_atomically(trainer, self.ckpt_path, False, self._fs_for(self.ckpt_path))
+            trainer.save_checkpoint(self.ckpt_path)  # atomic through the CLI's AtomicCheckpointIO
         except Exception as err:  # must not hide the exception that stopped the run
             rank_zero_warn(f"Could not write the interrupt checkpoint {self.ckpt_path}: {err}")
             return
@@ -174,9 +190,3 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         # Reached only when fit completes: its interrupt checkpoint is stale. Other stages keep it.
         if stage == "fit" and self.ckpt_path:
             trainer.strategy.remove_checkpoint(self.ckpt_path)
-
-    @staticmethod
-    def _fs_for(path: str) -> Any:
-        from lightning.fabric.utilities.cloud_io import get_filesystem
-
-        return get_filesystem(path)

@@ -13,7 +13,6 @@ draw different lambdas and boxes, and a seeded run is reproducible.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import lightning as L
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lit_vision.seeding import run_seed
 
 __all__ = ["MixUpCutMix"]
 
@@ -64,14 +65,14 @@ class MixUpCutMix(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Per epoch: an epoch's draws do not depend on how the run got there (exact resume).
-        self.seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.global_rank, trainer.current_epoch)
+        self.seed(run_seed(), trainer.global_rank, trainer.current_epoch)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         if not hasattr(pl_module, "add_train_batch_transform"):
             raise TypeError("MixUpCutMix needs a lit_vision ImageClassifier (add_train_batch_transform).")
-        self.seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.global_rank)
+        self.seed(run_seed(), trainer.global_rank)
         pl_module.add_train_batch_transform(self._transform, order=0)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -22,32 +22,26 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lit_vision.data.normalization import denormalize
+
 __all__ = ["WandbMediaLogger", "confusion_matrix_figure"]
 
 
 def confusion_matrix_figure(matrix: Tensor, class_names: list[str]) -> Any:
-    """Row-normalized confusion matrix (true x predicted) as a matplotlib figure."""
+    """Row-normalized confusion matrix (true x predicted) as a matplotlib figure, drawn by torchmetrics
+    (cell values written up to 30 classes, where they stay readable). ``matrix``: counts or rates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = len(class_names)
-    norm = matrix.float() / matrix.sum(1, keepdim=True).clamp_min(1)
+    norm = matrix.float().cpu() / matrix.float().sum(1, keepdim=True).clamp_min(1e-12).cpu()
     size = max(4.0, 0.45 * k)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm.cpu().numpy(), cmap="Blues", vmin=0, vmax=1)
-    if k <= 30:  # tick labels and cell values stay readable up to ~30 classes
-        ax.set_xticks(range(k), class_names, rotation=90)
-        ax.set_yticks(range(k), class_names)
-        for i in range(k):
-            for j in range(k):
-                v = float(norm[i, j])
-                ax.text(
-                    j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "k"
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    MulticlassConfusionMatrix(k).plot(
+        val=norm, ax=ax, add_text=k <= 30, labels=list(class_names), cmap="Blues"
+    )
     fig.tight_layout()
     return fig
 
@@ -125,10 +119,8 @@ class WandbMediaLogger(L.Callback):
         kept = sum(len(s[0]) for s in self._samples)
         if kept < self.num_samples:
             take = self.num_samples - kept
-            # back to [0, 1] pixels for display: x * std + mean
-            mean = pl_module.input_mean.view(1, -1, 1, 1)
-            std = pl_module.input_std.view(1, -1, 1, 1)
-            images = (x[:take].float() * std + mean).clamp(0, 1).cpu()
+            # back to [0, 1] pixels for display
+            images = denormalize(x[:take], pl_module.input_mean, pl_module.input_std).clamp(0, 1).cpu()
             self._samples.append((images, preds[:take].cpu(), y[:take].cpu()))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -198,11 +198,11 @@ def _close_lost_attempts(run_root: Path, state: dict[str, Any]) -> None:
 
 
 def _has_test_split(config: dict[str, Any]) -> bool:
-    from lit_vision.data import CIFARDataModule
+    from lit_vision.data import ImageDataModule
 
     data = config.get("data") or {}
     try:
-        return CIFARDataModule(**data).has_test_split
+        return ImageDataModule(**data).has_test_split
     except (TypeError, ValueError):
         return False
 

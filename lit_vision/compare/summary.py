@@ -37,7 +37,7 @@ class CellStats:
     macs: int | None
     wall_s: float
     images_per_s: float | None
-    contended: bool  # another job shared the CPU while some of its seeds ran: timings are not clean
+    contended: bool  # another job shared the CPU while some of its seeds ran, or wall time was lost
 
 
 def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
@@ -67,6 +67,8 @@ def aggregate(rows: list[dict[str, str]]) -> list[CellStats]:
             float(r["load_avg"]) > float(r["cpu_count"]) + 0.5
             for r in mine
             if r.get("load_avg") and r.get("cpu_count") and r.get("device", "").endswith("cores)")
+        ) or any(  # a run's recorded wall time is shorter than its training: an attempt went unrecorded
+            float(r["wall_s"]) < float(r["train_s"]) for r in mine if r.get("wall_s") and r.get("train_s")
         )
         assert mean is not None
         stats.append(
@@ -164,8 +166,9 @@ def render_tables(rows: list[dict[str, str]], campaign: Any = None, link_prefix:
         out.append("")
     if any(s.contended for s in stats):
         out.append(
-            "\\* another job shared the CPU during some of these runs (mean load above the core count): "
-            "their accuracy is valid, their wall time and images/s are not clean timings.\n"
+            "\\* another job shared the CPU during some of these runs (mean load above the core count), or "
+            "part of a run's wall time went unrecorded (its runner was killed): their accuracy is valid, "
+            "their wall time and images/s are not clean timings.\n"
         )
     out.append(
         "Mean ± std over seeds of the validation accuracy after the last epoch. A difference no larger "

@@ -1,4 +1,6 @@
-"""``CIFARDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory.
+"""``ImageDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory.
+
+``CIFARDataModule`` is its former name, kept as an alias so existing imports and configs keep working.
 
 Data flow: images are decoded once to a uint8 tensor (N, 3, H, W) (cached on disk for ImageFolder trees),
 loaders yield uint8 batches, and ``on_after_batch_transfer`` turns them into normalized float batches on the
@@ -8,7 +10,6 @@ albumentations`` runs a per-sample albumentations pipeline in DataLoader workers
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -16,35 +17,35 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from lit_vision.data.albumentations_pipeline import AlbumentationsTransform, worker_init_fn
 from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
-from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler
+from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler, make_sampler
 from lit_vision.data.sources import (
     DatasetError,
     DecodedSplit,
-    cached_json,
     default_cache_dir,
     detect_layout,
+    download_torchvision_cifar,
     layouts_help,
     list_class_dirs,
     load_imagefolder_split,
     load_torchvision_cifar,
-    write_json,
 )
+from lit_vision.data.splits import channel_stats, seeded_split
 from lit_vision.data.transforms import BatchAugment
+from lit_vision.seeding import run_seed
 
-__all__ = ["CIFARDataModule"]
+__all__ = ["CIFARDataModule", "ImageDataModule"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
-class CIFARDataModule(L.LightningDataModule):
+class ImageDataModule(L.LightningDataModule):
     """CIFAR-10/100 or an ImageFolder tree, in memory, with batched on-device augmentation.
 
     Args:
@@ -189,6 +190,14 @@ class CIFARDataModule(L.LightningDataModule):
             raise RuntimeError("std is computed in setup(); call datamodule.setup('fit') first.")
         return self._std
 
+    @property
+    def input_size(self) -> int:
+        """Side in pixels of the (square) images the loaders serve (after ``setup``): ``image_size`` when set,
+        else the dataset's own size (32 for CIFAR)."""
+        if self._train_full is None:
+            raise RuntimeError("input_size is known after setup(); call datamodule.setup('fit') first.")
+        return int(self._train_full.images.shape[-1])
+
     def train_images(self, count: int | None = None) -> Tensor:
         """The first ``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU
         (available after ``setup``): what a backbone's data-dependent initialization reads."""
@@ -208,22 +217,8 @@ class CIFARDataModule(L.LightningDataModule):
         if self.layout is None:
             if self.dataset == "imagefolder" or not self.download:
                 raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
-            self._download()
+            download_torchvision_cifar(self.dataset, self.data_dir)
         self._load_splits()  # decodes and caches ImageFolder trees once, before other ranks read them
-
-    def _download(self) -> None:
-        from torchvision.datasets import CIFAR10, CIFAR100
-
-        cls = CIFAR10 if self.dataset == "cifar10" else CIFAR100
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            cls(str(self.data_dir), train=True, download=True)
-            cls(str(self.data_dir), train=False, download=True)
-        except Exception as err:  # URLError, socket errors, SSL errors, permission errors...
-            raise DatasetError(
-                f"Could not download {self.dataset} into {self.data_dir} ({type(err).__name__}: {err}).\n"
-                f"{layouts_help(self.dataset, self.data_dir)}"
-            ) from err
 
     def _load_splits(self) -> None:
         if self._train_full is not None:
@@ -270,57 +265,22 @@ class CIFARDataModule(L.LightningDataModule):
         self._load_splits()
         assert self._train_full is not None
         n = len(self._train_full)
-        n_val = (
-            round(self.val_size * n)
-            if isinstance(self.val_size, float) and self.val_size < 1
-            else int(self.val_size)
-        )
-        if not 0 <= n_val < n or (n_val == 0 and self.val_size != 0):
-            raise DatasetError(
-                f"val_size={self.val_size} must leave images for both splits: the train split of "
-                f"{self.data_dir} has {n} images (use a count below {n}, a fraction such as 0.1, or 0 to "
-                "train on every image without validation)."
-            )
-        # A CPU generator with a fixed seed gives the same permutation on every rank and every run.
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        self._val_idx, self._train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        self._train_idx, self._val_idx = seeded_split(n, self.val_size, self.seed, where=str(self.data_dir))
         n_train = len(self._train_idx)
         if n_train < self.batch_size and stage in (None, "fit"):
             raise DatasetError(
                 f"batch_size={self.batch_size} is larger than the {n_train} training images; the train "
                 "loader drops incomplete batches, so no step would run. Lower data.batch_size."
             )
-        self._mean, self._std = self._channel_stats()
+        key = (self.dataset, str(self.data_dir.resolve()), len(self._train_full))
+        self._mean, self._std = channel_stats(self._train_full.images, self._train_idx, self.cache_dir, key)
         if self.alternating_flip:
             # the run's seed (what the sampler uses), not the split's: flips are training randomness
-            run_seed = int(os.getenv("PL_GLOBAL_SEED", 0))
-            generator = torch.Generator().manual_seed(run_seed)
+            generator = torch.Generator().manual_seed(run_seed())
             self._flip_phase = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
         self.batch_transform = BatchAugment(
             self._mean, self._std, self.crop_padding, self.hflip, self.cutout, self.channels_last
         )
-
-    def _channel_stats(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """Mean/std over the training images (val held out), cached by dataset content and split."""
-        assert self._train_full is not None and self._train_idx is not None
-        digest = hashlib.sha1(self._train_idx.numpy().tobytes())
-        digest.update(self._train_full.images[:: max(1, len(self._train_full) // 64)].numpy().tobytes())
-        digest.update(repr((self.dataset, str(self.data_dir.resolve()), len(self._train_full))).encode())
-        cache_file = self.cache_dir / f"stats-{digest.hexdigest()[:16]}.json"
-        if (hit := cached_json(cache_file)) is not None:
-            return tuple(hit["mean"]), tuple(hit["std"])  # type: ignore[return-value]
-        total = torch.zeros(3, dtype=torch.float64)
-        total_sq = torch.zeros(3, dtype=torch.float64)
-        for chunk in self._train_idx.split(4096):  # float64 chunks: exact sums without a 600 MB copy
-            x = self._train_full.images[chunk].to(torch.float64) / 255.0
-            total += x.sum((0, 2, 3))
-            total_sq += (x * x).sum((0, 2, 3))
-        count = len(self._train_idx) * self._train_full.images.shape[2] * self._train_full.images.shape[3]
-        mean = total / count
-        std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
-        stats = {"mean": mean.tolist(), "std": std.tolist()}
-        write_json(cache_file, stats)
-        return tuple(stats["mean"]), tuple(stats["std"])  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ datasets and loaders
     def _dataset(self, split: Literal["train", "val", "test", "predict"]) -> TensorImageDataset:
@@ -372,37 +332,12 @@ class CIFARDataModule(L.LightningDataModule):
         assert split is not None
         return split.paths
 
-    def _sampler(self, dataset: TensorImageDataset, train: bool) -> Sampler | None:
-        """The loader's sampler: seeded per epoch for training, duplicate-free shards under DDP.
-
-        Training always uses a ``DistributedSampler`` (one replica when not distributed): its order is a
-        function of (seed, epoch) alone, set by Lightning's ``set_epoch``, so a resumed run sees the same
-        order as a straight one, and ``ResumableDataLoader`` skips what a mid-epoch checkpoint had seen.
-        Under DDP, ``drop_last=True`` drops the < world_size tail instead of padding with repeated samples
-        (Lightning's default), so in one epoch every sample is seen at most once across ranks. Evaluation
-        under DDP: ``UnrepeatedDistributedSampler`` gives ranks uneven shards so every sample is counted
-        exactly once (torchmetrics sums the per-rank states; evaluation needs no collective per step).
-        Predict is left to Lightning, which already uses an unrepeated sampler there.
-        """
-        trainer = self.trainer
-        kwargs: dict[str, int] = {"num_replicas": 1, "rank": 0}
-        if trainer is not None and trainer.world_size > 1:
-            if not trainer._accelerator_connector.use_distributed_sampler:
-                return None  # the user asked to shard by hand
-            kwargs = dict(trainer.distributed_sampler_kwargs or {})
-        if train:
-            seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # what Lightning's own sampler would use
-            return ResumableSampler(dataset, shuffle=True, seed=seed, drop_last=True, **kwargs)
-        if kwargs["num_replicas"] > 1:
-            return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
-        return None
-
     def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
         train = split == "train"
         workers = self.num_workers
         dataset = self._dataset(split)
-        sampler = self._sampler(dataset, train) if split != "predict" else None
-        seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+        sampler = make_sampler(dataset, train, self.trainer) if split != "predict" else None
+        seed = run_seed()
         loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
         return loader_cls(
             dataset,
@@ -469,3 +404,7 @@ class CIFARDataModule(L.LightningDataModule):
                 f"val_size={state_dict.get('val_size')}; now: seed={self.seed}, val_size={self.val_size}).",
                 stacklevel=2,
             )
+
+
+#: the former name (the class serves any image folder, not only CIFAR), kept so imports and configs work
+CIFARDataModule = ImageDataModule

@@ -22,9 +22,10 @@ from torch.utils.data import Dataset
 from lit_vision.data.sources import (
     IMAGE_EXTENSIONS,
     DatasetError,
-    _decode,
+    decode_image,
     default_cache_dir,
     detect_layout,
+    download_torchvision_cifar,
     load_imagefolder_split,
     load_torchvision_cifar,
 )
@@ -52,9 +53,7 @@ def _dataset_split(spec: str, data_dir: Path | None, classes: Sequence[str]) -> 
         raise DatasetError(f"{spec!r}: a dataset split is <cifar10|cifar100>:<train|test>.")
     layout = detect_layout(name, data_dir)
     if layout is None:
-        from lit_vision.data.datamodule import CIFARDataModule
-
-        CIFARDataModule(name, data_dir).prepare_data()  # downloads, or says how to point at local data
+        download_torchvision_cifar(name, data_dir)  # or an error saying how to point at local data
         layout = detect_layout(name, data_dir)
     if layout == "torchvision":
         decoded = load_torchvision_cifar(name, data_dir, train=split == "train")
@@ -138,7 +137,9 @@ class PredictDataset(Dataset):
                         f"is {img.shape[-1]}x{img.shape[-2]}, the model takes {self.image_size}"
                     )
             else:
-                array = _decode(Path(item.path), self.image_size).copy()  # PIL hands out read-only memory
+                array = decode_image(
+                    Path(item.path), self.image_size
+                ).copy()  # PIL hands out read-only memory
                 img = torch.from_numpy(array).permute(2, 0, 1).contiguous()
             return img, target, i, ""
         except DatasetError as err:

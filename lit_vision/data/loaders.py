@@ -1,4 +1,5 @@
-"""A training DataLoader that resumes mid-epoch where it stopped.
+"""Samplers and loaders: the sampler policy (seeded order, DDP shards) and a training DataLoader that resumes
+mid-epoch where it stopped.
 
 Lightning saves the ``state_dict`` of a train loader that has one in every checkpoint and restores it
 before the loader is iterated again (the protocol of ``torchdata``'s ``StatefulDataLoader``). Ours records
@@ -12,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader, DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-__all__ = ["ResumableDataLoader", "ResumableSampler"]
+from lit_vision.seeding import run_seed
+
+__all__ = ["ResumableDataLoader", "ResumableSampler", "make_sampler"]
 
 
 class ResumableSampler(DistributedSampler):
@@ -58,3 +62,29 @@ class ResumableDataLoader(DataLoader):
         if 0 < served < len(self):  # a mid-epoch checkpoint; an end-of-epoch one resumes at a new epoch
             self.sampler.start = served * (self.batch_size or 1)
             self._served = served
+
+
+def make_sampler(dataset: Dataset, train: bool, trainer: Any | None) -> Sampler | None:
+    """The sampler of a lit_vision loader (``trainer``: the running Trainer, or ``None``): seeded per epoch
+    for training, duplicate-free shards under DDP.
+
+    Training always uses a ``DistributedSampler`` (one replica when not distributed): its order is a
+    function of (seed, epoch) alone, set by Lightning's ``set_epoch``, so a resumed run sees the same
+    order as a straight one, and ``ResumableDataLoader`` skips what a mid-epoch checkpoint had seen.
+    Under DDP, ``drop_last=True`` drops the < world_size tail instead of padding with repeated samples
+    (Lightning's default), so in one epoch every sample is seen at most once across ranks. Evaluation
+    under DDP: ``UnrepeatedDistributedSampler`` gives ranks uneven shards so every sample is counted
+    exactly once (torchmetrics sums the per-rank states; evaluation needs no collective per step).
+    Predict is left to Lightning, which already uses an unrepeated sampler there.
+    """
+    kwargs: dict[str, int] = {"num_replicas": 1, "rank": 0}
+    if trainer is not None and trainer.world_size > 1:
+        if not trainer._accelerator_connector.use_distributed_sampler:
+            return None  # the user asked to shard by hand
+        kwargs = dict(trainer.distributed_sampler_kwargs or {})
+    if train:
+        seed = run_seed()  # what Lightning's own sampler would use
+        return ResumableSampler(dataset, shuffle=True, seed=seed, drop_last=True, **kwargs)
+    if kwargs["num_replicas"] > 1:
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+    return None

@@ -21,12 +21,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from lit_vision.progress import track
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
     "DecodedSplit",
+    "decode_image",
     "default_cache_dir",
     "detect_layout",
+    "download_torchvision_cifar",
     "find_image_files",
     "list_class_dirs",
     "load_imagefolder_split",
@@ -166,7 +170,7 @@ def _fingerprint(root: Path, files: list[Path], image_size: int | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode(path: Path, image_size: int | None) -> np.ndarray:
+def decode_image(path: Path, image_size: int | None) -> np.ndarray:
     """One file -> (H, W, 3) uint8; grayscale, palette, RGBA and 16-bit images become 8-bit RGB."""
     try:
         with Image.open(path) as im:
@@ -207,7 +211,8 @@ def load_imagefolder_split(
 
     threads = num_threads or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(threads) as pool:
-        arrays = list(pool.map(lambda p: _decode(p, image_size), files, chunksize=64))
+        decoded = pool.map(lambda p: decode_image(p, image_size), files, chunksize=64)
+        arrays = list(track(decoded, len(files), f"Decoding {split_dir} into the cache", min_total=1000))
     first = arrays[0].shape
     for f, a in zip(files, arrays, strict=True):
         if a.shape != first:
@@ -253,3 +258,26 @@ def write_json(path: Path, data: dict) -> None:
         tmp.replace(path)
     except OSError:
         pass
+
+
+def download_torchvision_cifar(dataset: str, data_dir: Path) -> None:
+    """Download torchvision's ``cifar10``/``cifar100`` files into ``data_dir`` (train and test).
+
+    Raises:
+        DatasetError: the download is impossible (offline, no permission...), with the layouts ``data_dir``
+            may hold instead and how to point ``--data.data_dir`` at them.
+    """
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    if dataset not in ("cifar10", "cifar100"):
+        raise DatasetError(f"Only cifar10 and cifar100 can be downloaded, not {dataset!r}.")
+    cls = CIFAR10 if dataset == "cifar10" else CIFAR100
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cls(str(data_dir), train=True, download=True)
+        cls(str(data_dir), train=False, download=True)
+    except Exception as err:  # URLError, socket errors, SSL errors, permission errors...
+        raise DatasetError(
+            f"Could not download {dataset} into {data_dir} ({type(err).__name__}: {err}).\n"
+            f"{layouts_help(dataset, data_dir)}"
+        ) from err

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_vision.data.normalization import affine
+
 __all__ = ["BatchAugment", "batch_cutout", "batch_hflip", "batch_random_crop"]
 
 
@@ -79,11 +81,10 @@ class BatchAugment(nn.Module):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         # x_norm = (x / 255 - mean) / std = x * scale + shift: one fused multiply-add on the float batch.
-        self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
-        self.register_buffer("shift", -mean_t / std_t, persistent=False)
+        scale, shift = affine(mean, std, 255.0)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
         self.crop_padding = crop_padding
         self.hflip = hflip
         self.cutout = cutout

@@ -16,7 +16,6 @@ from lit_vision.models import (  # noqa: F401
 )
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.classifier import ImageClassifier, ScheduleChangeError
-from lit_vision.models.gapawarenet import class_activation_map
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.optimizers import DecoupledSGD
 from lit_vision.models.registry import create_backbone, is_backbone, list_backbones, register_backbone
@@ -30,7 +29,6 @@ __all__ = [
     "SoftTargetCrossEntropy",
     "TriangleLR",
     "WarmupCosineLR",
-    "class_activation_map",
     "create_backbone",
     "is_backbone",
     "list_backbones",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from collections.abc import Callable
@@ -14,13 +13,16 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_vision.data.normalization import normalize
 from lit_vision.models.factory_args import left_unset
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.registry import create_backbone
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs, fills_total_steps
+from lit_vision.seeding import run_seed
 
 __all__ = ["ImageClassifier", "ScheduleChangeError", "TrainBatchTransform"]
 
@@ -50,7 +52,10 @@ class ImageClassifier(L.LightningModule):
         scheduler: LR scheduler factory, stepped every ``scheduler_interval``; a ``total_steps`` argument
             left unset (OneCycleLR, ``lit_vision.models.WarmupCosineLR``) is filled with the run's number of
             optimizer steps. ``None``: constant LR.
-        scheduler_interval: ``step`` (per optimizer step) or ``epoch``.
+        scheduler_interval: ``step`` (per optimizer step) or ``epoch``. Schedulers that watch a metric
+            (``ReduceLROnPlateau``) step once per epoch, after validation, whatever this says.
+        scheduler_monitor: the logged metric a monitored scheduler (``ReduceLROnPlateau``) watches:
+            ``val/loss`` (set the scheduler's ``mode: min``, its default) or ``val/acc`` (``mode: max``).
         weight_decay_norm_and_bias: apply weight decay to normalization weights and biases too (off by
             default: decaying them only shrinks the scale BN learns).
         norm_bias_lr_scale: learning-rate multiplier for the biases of normalization layers, whose weight
@@ -91,6 +96,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
+        scheduler_monitor: str = "val/loss",
         weight_decay_norm_and_bias: bool = False,
         norm_bias_lr_scale: float = 1.0,
         class_names: list[str] | None = None,
@@ -193,9 +199,13 @@ class ImageClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and getattr(datamodule, "_mean", None) is not None:
+        # The datamodule's public contract (set up before this hook): channel statistics and image side,
+        # stored with the weights so prediction and export need no dataset (lit_vision.data.normalization).
+        if datamodule is not None and hasattr(datamodule, "mean") and hasattr(datamodule, "std"):
             self.input_mean.copy_(torch.as_tensor(datamodule.mean))
             self.input_std.copy_(torch.as_tensor(datamodule.std))
+        if datamodule is not None and hasattr(datamodule, "input_size"):
+            self.input_size = int(datamodule.input_size)
         pretrained = self.hparams.get("pretrained_weights")
         if stage == "fit" and pretrained and getattr(self.trainer, "ckpt_path", None) is None:
             from lit_vision.models.finetune import load_backbone_weights
@@ -203,9 +213,6 @@ class ImageClassifier(L.LightningModule):
             report = load_backbone_weights(self.backbone, pretrained)
             new_head = f"; new head: {', '.join(report['new_head'])}" if report["new_head"] else ""
             rank_zero_info(f"Loaded {len(report['loaded'])} backbone tensors from {pretrained}{new_head}")
-        decoded = getattr(datamodule, "_train_full", None)
-        if decoded is not None:
-            self.input_size = int(decoded.images.shape[-1])  # square training images (S, S)
         if (
             stage == "fit"
             and hasattr(self.backbone, "init_from_data")
@@ -239,7 +246,7 @@ class ImageClassifier(L.LightningModule):
             set_epoch(self.current_epoch)
         if not self.hparams.reseed_every_epoch:
             return
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything (the CLI's default: 0)
+        seed = run_seed()  # set by seed_everything (the CLI's default: 0)
         state = np.random.SeedSequence([seed, self.current_epoch, self.global_rank]).generate_state(2)
         # Before the train loader is iterated: its RandomSampler draws the epoch's order from torch's RNG.
         torch.manual_seed(int(state[0]))  # CPU and every CUDA device
@@ -269,7 +276,7 @@ class ImageClassifier(L.LightningModule):
 
     def normalize(self, x: Tensor) -> Tensor:
         """Images in [0, 1] (N, 3, H, W) -> the normalized input ``forward`` takes (training mean/std)."""
-        return (x - self.input_mean.view(1, 3, 1, 1)) / self.input_std.view(1, 3, 1, 1)
+        return normalize(x, self.input_mean, self.input_std)
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalized images (N, 3, H, W) -> logits (N, num_classes)."""
@@ -410,6 +417,18 @@ class ImageClassifier(L.LightningModule):
             self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
         )
         scheduler = build_scheduler(self.scheduler_factory, optimizer, total)
+        if isinstance(scheduler, ReduceLROnPlateau):
+            # Lightning steps it with the monitored value; the metric exists only after validation, so it
+            # steps per epoch (a per-step plateau check would read a metric that is not there yet).
+            self._schedule_horizon = None
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "interval": "epoch",
+                    "monitor": self.hparams.scheduler_monitor,
+                },
+            }
         self._schedule_horizon = total if fills_total_steps(self.scheduler_factory) else None
         if self._resuming is not None and self._schedule_horizon is not None:
             scheduler = self._reconcile_schedule(optimizer, scheduler, total)

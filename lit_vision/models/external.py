@@ -102,8 +102,3 @@ def create_timm_backbone(name: str, num_classes: int, pretrained: bool = False, 
             f"Could not download pretrained weights for timm/{name} ({err}). "
             "Set pretrained: false, or pre-fill the Hugging Face cache."
         ) from err
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())

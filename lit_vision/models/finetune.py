@@ -8,36 +8,38 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_vision.models.checkpoints import read_checkpoint
+
 __all__ = ["classifier_head", "load_backbone_weights"]
 
 
 def classifier_head(backbone: nn.Module) -> nn.Module:
-    """The module that maps pooled features to logits (``fc``, GapAwareNet's 1x1-conv ``head``, timm's
-    ``get_classifier()``)."""
-    head = getattr(backbone, "head", None)
-    if isinstance(head, nn.Conv2d | nn.Linear):
-        return head
-    if isinstance(getattr(backbone, "fc", None), nn.Linear):
-        return backbone.fc
-    if hasattr(backbone, "get_classifier"):
-        return backbone.get_classifier()
-    raise ValueError(f"Cannot find the classifier head of {type(backbone).__name__} (no fc / head).")
+    """The module that maps features to logits: ``backbone.get_classifier()`` (every lit_vision backbone,
+    torchvision and timm models through the registry, timm's own models).
+
+    Raises:
+        TypeError: for a module without ``get_classifier`` (a model given by ``class_path`` must define it
+            to be fine-tuned head-first, explained with CAM or re-headed).
+    """
+    get_classifier = getattr(backbone, "get_classifier", None)
+    if not callable(get_classifier):
+        raise TypeError(
+            f"{type(backbone).__name__} has no get_classifier(): define it (returning the final nn.Linear or "
+            "1x1 nn.Conv2d) or subclass lit_vision.models.Backbone, timm's convention."
+        )
+    return get_classifier()
 
 
 def _state_dict_from(path: Path) -> dict[str, torch.Tensor]:
-    blob: Any = torch.load(path, map_location="cpu", weights_only=True)
-    if (
-        isinstance(blob, dict) and "state_dict" in blob and "hyper_parameters" in blob
-    ):  # a lit_vision checkpoint
+    blob: dict[str, Any] = read_checkpoint(path, opt_in=None)  # tensors and plain values only
+    if "state_dict" in blob and "hyper_parameters" in blob:  # a lit_vision checkpoint
         prefix = "backbone."
         return {k[len(prefix) :]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
-    if isinstance(blob, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(blob.get(key), dict):
-                blob = blob[key]
-                break
-        return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
-    raise ValueError(f"{path} holds a {type(blob).__name__}, not a state_dict or a lit_vision checkpoint.")
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers of a state_dict
+        if isinstance(blob.get(key), dict):
+            blob = blob[key]
+            break
+    return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
@@ -54,7 +56,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
         raise FileNotFoundError(f"Pretrained weights {path} do not exist.")
     source = _state_dict_from(path)
     own = backbone.state_dict()
-    head_names = {name for name, _ in _named_in(backbone, classifier_head(backbone))}
+    # without get_classifier() no part may differ: the whole module must match the file
+    head = classifier_head(backbone) if callable(getattr(backbone, "get_classifier", None)) else None
+    head_names = {name for name, _ in _named_in(backbone, head)} if head is not None else set()
     loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     problems = [k for k in own if k not in loaded and k not in head_names]
     if problems:

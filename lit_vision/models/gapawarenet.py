@@ -13,12 +13,12 @@ Pieces and where they come from:
   pooled to at most 8x8 (spatial-reduction attention, Wang et al., "PVT", ICCV 2021), so the cost grows
   linearly, not quadratically, with the number of pixels.
 * Anti-aliased downsampling between stages (Zhang, "Making CNNs Shift-Invariant Again", ICML 2019):
-  LayerNorm, binomial BlurPool with stride 2 (kornia), 1x1 conv to the next width.
+  LayerNorm, binomial BlurPool with stride 2, 1x1 conv to the next width.
 * ``skip_connections=True``: the outputs of stages 1-3 are average pooled to the last map's size, projected
   by 1x1 convs and added to it, so the head sees every scale.
 * Head: global average pooling and a 1x1-conv classifier. Because pooling and the head are both linear,
   the class activation map (Zhou et al., "Learning Deep Features for Discriminative Localization", 2016),
-  :func:`class_activation_map`, averages exactly to the logit.
+  ``lit_vision.explain.class_activation_map``, averages exactly to the logit.
 * ``seg_head=True`` adds :meth:`GapAwareNet.forward_segmentation`: per-pixel logits at input resolution
   from the last map and stage 1 (a two-level FPN-style fusion, bilinear upsampling).
 
@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import BlurPool2D
 from torch import Tensor, nn
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import conv_norm_act, get_activation
+from lit_vision.models.layers import BlurPool2d, conv_norm_act, get_activation
 from lit_vision.models.registry import register_backbone
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "GapAwareNet",
     "PooledSelfAttention",
     "SpatialTransformer",
-    "class_activation_map",
     "gapawarenet",
 ]
 
@@ -189,7 +187,7 @@ class _Downsample(nn.Sequential):
     """LayerNorm -> BlurPool (binomial 3x3, stride 2) -> 1x1 conv: anti-aliased, halves H and W."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(LayerNorm2d(cin, eps=1e-6), BlurPool2D(3, stride=2), nn.Conv2d(cin, cout, 1))
+        super().__init__(LayerNorm2d(cin, eps=1e-6), BlurPool2d(cin, 3, stride=2), nn.Conv2d(cin, cout, 1))
 
 
 class GapAwareNet(Backbone):
@@ -208,6 +206,8 @@ class GapAwareNet(Backbone):
         drop_path_rate: stochastic-depth probability of the last block (linear from 0).
         layer_scale: initial residual scale of blocks and attention.
     """
+
+    classifier_attr = "head"
 
     def __init__(
         self,
@@ -295,39 +295,6 @@ class GapAwareNet(Backbone):
         deep = self.seg_deep(self._fuse(outs))  # (N, K, H/8, W/8)
         deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
         return F.interpolate(deep + shallow, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def class_activation_map(features: Tensor, head: nn.Module, class_idx: int | Tensor) -> Tensor:
-    """Class activation maps from a feature map and a linear (or 1x1-conv) classifier head.
-
-    ``CAM_k(i, j) = w_k . F(:, i, j) + b_k``: the head applied at every position instead of after pooling.
-    For a head that follows global average pooling, the CAM's spatial mean equals the logit of class k.
-
-    Args:
-        features: (N, C, h, w) feature map (e.g. ``forward_features`` of a backbone).
-        head: ``nn.Conv2d`` with a 1x1 kernel or ``nn.Linear``, mapping C features to class logits.
-        class_idx: one class for the whole batch, or an (N,) tensor of classes.
-
-    Returns:
-        (N, h, w) maps in logit units.
-    """
-    if isinstance(head, nn.Conv2d):
-        if head.kernel_size != (1, 1):
-            raise ValueError(f"A CAM needs a 1x1-conv head, got kernel {head.kernel_size}.")
-        weight = head.weight.flatten(1)  # (K, C)
-    elif isinstance(head, nn.Linear):
-        weight = head.weight  # (K, C)
-    else:
-        raise TypeError(f"A CAM needs an nn.Conv2d (1x1) or nn.Linear head, got {type(head).__name__}.")
-    n = features.shape[0]
-    idx = torch.as_tensor(class_idx, device=features.device).long()
-    if idx.ndim == 0:
-        idx = idx.expand(n)
-    w = weight[idx].to(features.dtype)  # (N, C)
-    cam = torch.einsum("nc,nchw->nhw", w, features)
-    if head.bias is not None:
-        cam = cam + head.bias[idx].to(features.dtype).view(n, 1, 1)
-    return cam
 
 
 @register_backbone

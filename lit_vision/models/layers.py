@@ -1,18 +1,22 @@
 """Small building blocks shared by the model zoo.
 
 Standard layers come from libraries: ``torchvision.ops`` (``Conv2dNormActivation``, ``SqueezeExcitation``,
-``StochasticDepth``, ``DropBlock2d``) and kornia (``BlurPool2D``). Only the activation lookup lives here.
+``StochasticDepth``, ``DropBlock2d``). Here: the activation lookup, and ``BlurPool2d``, whose library versions
+either rebuild their kernel on every call (kornia) or come with an optional dependency (timm).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-__all__ = ["ACTIVATIONS", "conv_norm_act", "get_activation"]
+__all__ = ["ACTIVATIONS", "BlurPool2d", "conv_norm_act", "get_activation"]
 
 #: Activation functions selectable by name in every backbone that takes ``act``.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -57,3 +61,36 @@ def conv_norm_act(
         activation_layer=None if act is None else get_activation(act),
         inplace=None,  # GELU/Mish take no ``inplace``; the others default to out-of-place
     )
+
+
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again",
+    arXiv:1904.11486): a normalized binomial blur, then every ``stride``-th pixel; zero padding of
+    ``(k - 1) // 2`` keeps ``ceil(H / stride)`` rows for odd ``k`` (the convention of antialiased-cnns and
+    kornia's ``BlurPool2D``, whose outputs this matches).
+
+    The depthwise kernel is built once, for ``channels``, as a non-persistent buffer: checkpoints hold no
+    copy of it, and ``forward`` is one grouped convolution.
+
+    Args:
+        channels: input channels (the kernel is repeated per channel).
+        kernel_size: side of the binomial kernel (odd; 3 is [1, 2, 1] x [1, 2, 1] / 16).
+        stride: subsampling step, in pixels.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
+        row = torch.tensor([float(math.comb(kernel_size - 1, i)) for i in range(kernel_size)])
+        kernel = torch.outer(row, row) / row.sum() ** 2  # (k, k), sums to 1
+        self.register_buffer("kernel", kernel.expand(channels, 1, -1, -1).contiguous(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N, C, H, W) -> (N, C, ceil(H / stride), ceil(W / stride))
+        pad = (self.kernel_size - 1) // 2
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, padding=pad, groups=self.channels)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -1,8 +1,8 @@
 """Cross-entropy that takes hard labels or soft (probability) targets, with label smoothing applied once.
 
 Label smoothing (Szegedy et al., 2016) mixes the target with the uniform distribution:
-``t' = (1 - eps) * t + eps / C``. For hard labels this is exactly ``F.cross_entropy(label_smoothing=eps)``;
-soft targets (MixUp/CutMix) get the same mixing here, so callers never smooth them beforehand.
+``t' = (1 - eps) * t + eps / C``. ``F.cross_entropy`` applies it to hard labels and to class probabilities
+(MixUp/CutMix targets) alike, so callers never smooth targets beforehand; this module adds the checks.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ class SoftTargetCrossEntropy(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``logits`` (N, C); ``target`` int64 labels (N,) or probabilities (N, C) summing to 1."""
-        if target.ndim == 1:
-            return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-        if target.shape != logits.shape:
+        if target.ndim != 1 and target.shape != logits.shape:
             raise ValueError(f"Soft targets {tuple(target.shape)} must match logits {tuple(logits.shape)}.")
-        eps = self.label_smoothing
-        target = target.float() * (1.0 - eps) + eps / logits.shape[-1]
-        return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+        if target.is_floating_point():
+            target = target.to(logits.dtype)
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)

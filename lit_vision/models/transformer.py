@@ -66,6 +66,8 @@ class TransformerBlock(nn.Module):
 class _TokenBackbone(Backbone):
     """Shared encoder: learned position embeddings for a ``grid`` x ``grid`` token map, blocks, final LN."""
 
+    classifier_attr = "head"
+
     def __init__(
         self,
         grid: int,

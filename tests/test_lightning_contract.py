@@ -1,0 +1,75 @@
+"""The private Lightning members lit_vision relies on, where Lightning has no public way (see each user).
+
+``pyproject.toml`` caps ``lightning`` below the next minor release; this test is what fails first when an
+upgrade renames or reshapes one of them, instead of a checkpoint or W&B run going quietly wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+
+from lit_vision.callbacks import SafeModelCheckpoint
+
+# SafeModelCheckpoint (lit_vision/callbacks/checkpoint.py): a fresh last.ckpt after every epoch, and
+# resumes into a new run directory that neither lose the earlier best nor delete its files.
+MODEL_CHECKPOINT_METHODS = {
+    "_save_last_checkpoint": ["self", "trainer", "monitor_candidates"],
+    "_monitor_candidates": ["self", "trainer"],
+    "_should_skip_saving_checkpoint": ["self", "trainer"],
+    "_should_save_on_train_epoch_end": ["self", "trainer"],
+    "_remove_checkpoint": ["self", "trainer", "filepath"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CHECKPOINT_METHODS))
+def test_model_checkpoint_privates(name: str) -> None:
+    method = getattr(ModelCheckpoint, name)
+    assert list(inspect.signature(method).parameters) == MODEL_CHECKPOINT_METHODS[name]
+    assert getattr(SafeModelCheckpoint, name) is not None
+
+
+def test_model_checkpoint_state_keys() -> None:
+    """SafeModelCheckpoint.load_state_dict reads these keys of Lightning's own state_dict."""
+    state = ModelCheckpoint(monitor="val/acc").state_dict()
+    assert {
+        "dirpath",
+        "monitor",
+        "best_model_score",
+        "best_k_models",
+        "kth_best_model_path",
+        "kth_value",
+    } <= set(state)
+
+
+def test_wandb_logger_init_fields(tmp_path) -> None:
+    """lit_vision.loggers.WandbLogger.place_under/resume_run set wandb.init's arguments before the run."""
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    assert {"dir", "id", "resume"} <= set(logger._wandb_init)
+    assert logger._save_dir == str(tmp_path) and logger._id is None and logger._experiment is None
+
+
+def test_trainer_and_cli_privates() -> None:
+    # ImageDataModule builds its own samplers only where Lightning would have built distributed ones
+    assert hasattr(Trainer(logger=False)._accelerator_connector, "use_distributed_sampler")
+    # LitVisionCLI.instantiate_trainer builds the Trainer with the optional trick callbacks
+    # LitVisionCLI._parse_ckpt_path checks --ckpt_path before LightningCLI reads its hyperparameters
+    for name in ("_get", "_parser", "_instantiate_trainer", "_parse_ckpt_path"):
+        assert callable(getattr(LightningCLI, name)), name
+    assert list(inspect.signature(LightningCLI._instantiate_trainer).parameters) == [
+        "self",
+        "config",
+        "callbacks",
+    ]
+
+
+def test_torch_privates() -> None:
+    # EMA (lit_vision/callbacks/ema.py) copies parameter lists in one call; compile detects a wrapped model
+    assert callable(torch._foreach_copy_)
+    assert isinstance(torch._dynamo.eval_frame.OptimizedModule, type)
