@@ -223,13 +223,20 @@ class LitVisionCLI(LightningCLI):
                 "--ckpt_path holds pickled objects: its hyperparameters are not merged into the config."
             )
 
-    def _check_checkpoint(self, config: Any = None) -> dict[str, Any] | None:
+    def _check_checkpoint(self, config: Any = None) -> dict[str, str | None] | None:
         """A ``--ckpt_path`` that is missing, truncated, not a Lightning checkpoint, or that needs full
-        unpickling (``--weights_only false`` allows it) ends with one clear message, not a traceback."""
+        unpickling (``--weights_only false`` allows it) ends with one clear message, not a traceback.
+
+        Returns what the CLI needs of the file (its W&B run id), read once per path: the check runs while
+        parsing (before LightningCLI reads the file's hyperparameters) and again before the run, when
+        ``last`` has been resolved to a file."""
         config = self.config_init[self.subcommand] if config is None else config
         path = config.get("ckpt_path")
         if path is None or path in ("best", "last", "hpc", "registry") or "://" in str(path):
             return None  # Lightning's own keys and remote files: Lightning reads and checks them
+        checked = getattr(self, "_checked_checkpoint", None)
+        if checked is not None and checked[0] == path:
+            return checked[1]
         if not Path(path).is_file():
             raise CheckpointError(f"--ckpt_path {path} does not exist.")
         checkpoint = read_checkpoint(
@@ -241,12 +248,14 @@ class LitVisionCLI(LightningCLI):
                 "checkpoints written by train.py. To start training from a file of weights, use "
                 "--model.pretrained_weights."
             )
-        return checkpoint
+        info = {"wandb_run_id": WandbRunId.from_checkpoint(checkpoint)}  # not the weights: kept until the run
+        self._checked_checkpoint = (path, info)
+        return info
 
     def _before_run(self) -> None:
         self._resolve_last_checkpoint()
-        checkpoint = self._check_checkpoint()
-        run_id = WandbRunId.from_checkpoint(checkpoint) if checkpoint and self.subcommand == "fit" else None
+        info = self._check_checkpoint()
+        run_id = info["wandb_run_id"] if info and self.subcommand == "fit" else None
         for logger in self.trainer.loggers:
             if run_id and isinstance(logger, WandbLogger):
                 rank_zero_info(f"W&B: resuming run {run_id}")
