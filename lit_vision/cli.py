@@ -37,7 +37,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -52,6 +52,7 @@ from lit_vision.callbacks import (
     EpochThroughput,
     HeadFirstFinetuning,
     InterruptCheckpoint,
+    LastCheckpoint,
     MixUpCutMix,
     PredictionWriter,
     SafeModelCheckpoint,
@@ -97,13 +98,13 @@ class LitVisionCLI(LightningCLI):
         parser.link_arguments("data.channels_last", "model.channels_last")
         # Callbacks under their own keys, so composing configs that set trainer.callbacks keeps them.
         parser.add_lightning_class_args(SafeModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -190,7 +191,7 @@ class LitVisionCLI(LightningCLI):
         experiment = Path(logger.save_dir) / str(logger.name)
         dirs = set(experiment.glob("*/checkpoints"))
         for callback in self.trainer.checkpoint_callbacks:  # explicit checkpoint dirpaths count too
-            if isinstance(callback, SafeModelCheckpoint) and callback.dirpath:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
                 dirs.add(Path(callback.dirpath))
         candidates = [
             path

@@ -24,21 +24,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor, nn
 
-from lit_vision.data.files import PredictDataset, collect_inputs
-from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
+from lit_vision.apps import add_checkpoint_arguments, exit_on_error
+from lit_vision.data.files import collect_inputs
+from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.classifier import ImageClassifier
 from lit_vision.models.finetune import classifier_head
-from lit_vision.progress import track
+from lit_vision.predict import predict_items
 
 __all__ = [
     "METHODS",
+    "Explainer",
+    "OverlayWriter",
     "class_activation_map",
     "default_target_layer",
     "explain",
@@ -160,8 +166,8 @@ def _occlusion(
     n, _, h, w = x01.shape
     with torch.no_grad():
         base = model(x01).softmax(-1).gather(1, classes[:, None])  # (N, 1)
-        drop = torch.zeros(n, h, w)
-        count = torch.zeros(1, h, w)
+        drop = torch.zeros(n, h, w, device=x01.device)
+        count = torch.zeros(1, h, w, device=x01.device)
         for top in range(0, max(h - patch, 0) + 1, stride):
             for left in range(0, max(w - patch, 0) + 1, stride):
                 occluded = x01.clone()
@@ -201,7 +207,7 @@ def heatmaps(
         cam_cls = GradCAM if method == "gradcam" else GradCAMPlusPlus
         with cam_cls(model=wrapped, target_layers=[layer]) as cam:
             maps = cam(input_tensor=x01, targets=[ClassifierOutputTarget(int(c)) for c in classes])
-        return torch.from_numpy(maps).float(), classes
+        return torch.from_numpy(maps).float().to(images.device), classes
     if method == "cam":
         x = model.normalize(x01)
         maps = _cam(model, x, classes).clamp_min(0)  # positive evidence for the class
@@ -213,7 +219,7 @@ def heatmaps(
         (grad,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), x)
         return _normalize(grad.abs().amax(1)), classes
     if method == "occlusion":
-        maps = _occlusion(wrapped, x01, classes, model.input_mean, patch, stride)
+        maps = _occlusion(wrapped, x01, classes, model.input_mean.to(x01.device), patch, stride)
         return _normalize(maps.clamp_min(0)), classes
     raise ValueError(f"Unknown method {method!r}: one of {', '.join(METHODS)}.")
 
@@ -249,6 +255,97 @@ def filter_grid(model: ImageClassifier, scale: int = 8) -> Image.Image:
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
+class Explainer(L.LightningModule):
+    """A checkpoint's classifier whose predict step also explains each batch.
+
+    ``lit_vision.predict.predict_items`` (the one inference loop) runs it like any model: the step returns
+    ``{"probs": (N, K), "maps": (N, H, W), "classes": (N,)}``; the ``PredictionWriter`` writes the CSV row of
+    each image from ``probs`` and :class:`OverlayWriter` the heatmap overlays. Grad-CAM and saliency
+    differentiate, so the loop runs with ``inference_mode=False`` and the step enables gradients.
+
+    Args:
+        model: the loaded classifier.
+        method: one of ``METHODS``.
+        class_idx: explain this class for every image (default: each image's predicted class).
+        target_layer, patch, stride: see :func:`heatmaps`.
+    """
+
+    def __init__(
+        self,
+        model: ImageClassifier,
+        method: str = "gradcam",
+        class_idx: int | None = None,
+        target_layer: str | None = None,
+        patch: int = 8,
+        stride: int = 4,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}: one of {', '.join(METHODS)}.")
+        self.model = model
+        self.method, self.class_idx, self.target_layer = method, class_idx, target_layer
+        self.patch, self.stride = patch, stride
+        self.class_names = model.class_names
+        self.input_size = model.input_size
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        images = batch[0]
+        classes = None
+        if self.class_idx is not None:
+            classes = torch.full((len(images),), self.class_idx, dtype=torch.long, device=images.device)
+        with torch.enable_grad():
+            maps, explained = heatmaps(
+                self.model, images, self.method, classes, self.target_layer, self.patch, self.stride
+            )
+        probs = _Normalized(self.model)(images.float() / 255.0).float().softmax(-1)
+        return {"probs": probs, "maps": maps, "classes": explained}
+
+
+class OverlayWriter(BasePredictionWriter):
+    """Save ``<out>/<index>_<stem>_<method>_<class>.png`` for each readable image of a batch; unreadable ones
+    are named on stderr (their CSV row carries the error).
+
+    Args:
+        out: output folder.
+        paths: the input path of each index.
+        method: the method name, for the file names.
+        class_names: the checkpoint's classes.
+    """
+
+    def __init__(self, out: Path, paths: Sequence[str], method: str, class_names: Sequence[str]) -> None:
+        super().__init__(write_interval="batch")
+        self.out, self.paths, self.method, self.class_names = out, paths, method, class_names
+        self.written: list[Path] = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict[str, Tensor],
+        batch_indices: Sequence[int] | None,
+        batch: tuple[Tensor, Tensor, Tensor, Sequence[str]],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        images, _, indices, errors = batch
+        rows = zip(
+            images.cpu(),
+            prediction["maps"].float().cpu(),
+            prediction["classes"].tolist(),
+            indices.tolist(),
+            errors,
+            strict=True,
+        )
+        for image, heat, c, index, error in rows:
+            if error:
+                print(f"skipped {self.paths[index]}: {error}", file=sys.stderr)
+                continue
+            stem = Path(self.paths[index]).stem
+            path = self.out / f"{index:05d}_{stem}_{self.method}_{self.class_names[c]}.png"
+            overlay(image, heat).save(path)
+            self.written.append(path)
+
+
 def explain(
     ckpt: str | Path,
     inputs: Sequence[str],
@@ -260,36 +357,31 @@ def explain(
     stride: int = 4,
     filters: bool = False,
     trusted: bool = False,
+    batch_size: int = 64,
+    **trainer_kwargs: Any,
 ) -> list[Path]:
-    """Write ``<out>/<image stem>_<method>.png`` overlays (and ``first_layer_filters.png``); return paths.
-    ``trusted``: allow a checkpoint with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    """Write ``<out>/<index>_<stem>_<method>_<class>.png`` overlays, ``<out>/predictions.csv`` (the
+    prediction of every input, with its error if unreadable) and, with ``filters``,
+    ``first_layer_filters.png``; return the image paths. ``trusted``: allow a checkpoint with pickled
+    objects (see ``lit_vision.models.checkpoints``); ``trainer_kwargs`` go to the Lightning Trainer
+    (``accelerator``, ``devices``, ``precision``)."""
     model = load_classifier(ckpt, trusted)
+    class_idx = None
+    if class_name is not None:
+        if class_name not in model.class_names:
+            raise ValueError(f"Unknown class {class_name!r}; the checkpoint has {model.class_names}.")
+        class_idx = model.class_names.index(class_name)
+    explainer = Explainer(model, method, class_idx, target_layer, patch, stride)
     items = collect_inputs(inputs, model.class_names)
-    dataset = PredictDataset(items, model.input_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    starts = range(0, len(dataset), 64)
-    for start in track(starts, len(starts), f"Explaining ({method})"):
-        batch = [dataset[i] for i in range(start, min(start + 64, len(dataset)))]
-        ok = [b for b in batch if not b[3]]
-        for b in batch:
-            if b[3]:
-                print(f"skipped {items[b[2]].path}: {b[3]}", file=sys.stderr)
-        if not ok:
-            continue
-        images = torch.stack([b[0] for b in ok])
-        classes = None
-        if class_name is not None:
-            if class_name not in model.class_names:
-                raise ValueError(f"Unknown class {class_name!r}; the checkpoint has {model.class_names}.")
-            classes = torch.full((len(ok),), model.class_names.index(class_name))
-        maps, explained = heatmaps(model, images, method, classes, target_layer, patch, stride)
-        for (image, _, index, _), heat, c in zip(ok, maps, explained, strict=True):
-            stem = Path(items[index].path).stem
-            path = out / f"{index:05d}_{stem}_{method}_{model.class_names[int(c)]}.png"
-            overlay(image, heat).save(path)
-            written.append(path)
+    overlays = OverlayWriter(out, [it.path for it in items], method, model.class_names)
+    trainer_kwargs = {"enable_progress_bar": len(items) > batch_size, **trainer_kwargs}
+    predict_items(
+        explainer, items, out / "predictions.csv", batch_size, callbacks=[overlays], inference_mode=False,
+        **trainer_kwargs,
+    )  # fmt: skip
+    written = list(overlays.written)
     if filters:
         path = out / "first_layer_filters.png"
         filter_grid(model).save(path)
@@ -304,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", help="image files or folders")
-    parser.add_argument("--ckpt", required=True)
+    add_checkpoint_arguments(parser)
     parser.add_argument("--method", choices=METHODS, default="gradcam")
     parser.add_argument("--out", default="explain", help="output folder (default: explain/)")
     parser.add_argument(
@@ -314,20 +406,15 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--patch", type=int, default=8, help="occlusion patch side (pixels)")
     parser.add_argument("--stride", type=int, default=4, help="occlusion stride (pixels)")
     parser.add_argument("--filters", action="store_true", help="also write the first-layer filters")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help=TRUST_CHECKPOINT_HELP,
-    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error(ValueError, FileNotFoundError, KeyError):
         written = explain(
             args.ckpt, args.inputs, args.out, args.method, args.class_name, args.target_layer,
-            args.patch, args.stride, args.filters, args.trust_checkpoint,
+            args.patch, args.stride, args.filters, args.trust_checkpoint, args.batch_size,
+            accelerator=args.accelerator,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"wrote {len(written)} images to {args.out}")
     return written
 

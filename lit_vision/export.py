@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.data.normalization import affine
-from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
+from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.classifier import ImageClassifier
 from lit_vision.progress import status
 
@@ -108,22 +108,14 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m lit_vision.export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--ckpt", required=True, help="a lit_vision checkpoint")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--input", choices=["uint8", "float"], default="uint8", help="input contract")
     parser.add_argument("--output", choices=["probs", "logits"], default="probs")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help=TRUST_CHECKPOINT_HELP,
-    )
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error(ValueError, FileNotFoundError, ImportError):
         path = export(args.ckpt, args.format, args.out, args.input, args.output, args.trust_checkpoint)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"wrote {path} ({args.input} input, {args.output} output, dynamic batch)")
     return path
 

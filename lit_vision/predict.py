@@ -13,21 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.data.files import PredictDataset, PredictItem, collect_inputs
 from lit_vision.data.sources import DatasetError
-from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier
+from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.ensemble import Ensemble
 
 __all__ = ["build_parser", "main", "predict", "predict_items"]
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders, or dataset splits (cifar10:test)")
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint; repeat for an ensemble")
+    add_checkpoint_arguments(parser, ensemble=True)
     parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     parser.add_argument("--tta", action="store_true", help="average over flipped/translated views")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
@@ -51,11 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     parser.add_argument("--devices", default="1", help="devices (Lightning); >1 runs DDP, same output")
     parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPU (Lightning)")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help=TRUST_CHECKPOINT_HELP,
-    )
     return parser
 
 
@@ -66,12 +62,14 @@ def predict_items(
     batch_size: int = 256,
     num_workers: int | None = None,
     keep_probs: bool = False,
+    callbacks: Sequence[Callback] = (),
     **trainer_kwargs: Any,
 ) -> tuple[dict[str, Any], Tensor | None]:
     """The one inference loop: Lightning's predict loop over ``items`` with :class:`PredictionWriter` writing
     ``out`` (and its summary). Returns the summary and, with ``keep_probs``, the (N, K) probabilities in
-    input order (rows of unreadable inputs included; their CSV ``error`` says which). ``predict.py`` and
-    ``python -m lit_vision.report`` both run it."""
+    input order (rows of unreadable inputs included; their CSV ``error`` says which). ``predict.py``,
+    ``python -m lit_vision.report`` and ``python -m lit_vision.explain`` (with its overlay writer in
+    ``callbacks``) all run it."""
     dataset = PredictDataset(items, model.input_size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = DataLoader(
@@ -85,7 +83,7 @@ def predict_items(
         "enable_progress_bar": len(items) > 10 * batch_size,
         **trainer_kwargs,
     }
-    trainer = L.Trainer(callbacks=[writer], **trainer_kwargs)
+    trainer = L.Trainer(callbacks=[writer, *callbacks], **trainer_kwargs)
     batches = trainer.predict(model, loader, return_predictions=keep_probs)
     probs = torch.cat(batches) if keep_probs and batches else None  # type: ignore[arg-type]
     return writer.summary, probs
@@ -119,7 +117,7 @@ def _devices(value: str) -> int | str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_error(DatasetError, ValueError, FileNotFoundError):
         summary = predict(
             args.ckpt,
             args.inputs,
@@ -133,9 +131,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             devices=_devices(args.devices),
             precision=args.precision,
         )
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     line = f"{summary['images']} images -> {args.out}; {summary['failed']} could not be read"
     if summary["accuracy"] is not None:
         line += f"; accuracy {100 * summary['accuracy']:.2f}% on {summary['labelled']} labelled images"

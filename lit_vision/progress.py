@@ -1,7 +1,8 @@
-"""Progress for the long jobs outside a Trainer loop: decoding a dataset into the cache, explain and export
-(report and predict.py run in a Trainer and show its bar). Drawn with rich on standard error, by rank 0 only
-(the other ranks of a DDP run stay quiet); in a log file (no terminal) rich prints the finished bar once
-instead of animating it. Every layer may import this module: it imports nothing of lit_vision.
+"""Progress for the long jobs outside a Trainer loop: decoding a dataset into the cache and export
+(report, explain and predict.py run in a Trainer and show its bar). Drawn with rich on standard error, by
+rank 0 only (the other ranks of a DDP run stay quiet); in a log file (no terminal) rich prints the
+finished bar once instead of animating it. Every layer may import this module: it imports nothing of
+lit_vision.
 """
 
 from __future__ import annotations

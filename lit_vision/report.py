@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.callbacks.wandb_media import confusion_matrix_figure
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.data.sources import DatasetError
 from lit_vision.data.transforms import BatchAugment
-from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP, load_classifier, read_checkpoint
+from lit_vision.models.checkpoints import load_classifier, read_checkpoint
 from lit_vision.models.ensemble import Ensemble
 from lit_vision.predict import predict_items
 
@@ -318,29 +318,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
         prog="python -m lit_vision.report", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", help="a labelled split: ImageFolder test/ or cifar10:test")
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint (repeat: ensemble)")
+    add_checkpoint_arguments(parser, ensemble=True)
     parser.add_argument("--out", default=None, help="output folder (default: <run>/report)")
     parser.add_argument("--data-dir", default=None, help="dataset folder for cifar10:test etc.")
     parser.add_argument("--tta", action="store_true")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help=TRUST_CHECKPOINT_HELP,
-    )
     args = parser.parse_args(argv)
     ckpt = Path(args.ckpt[0])
     run_dir = (
         ckpt.resolve().parent.parent if ckpt.resolve().parent.name == "checkpoints" else ckpt.resolve().parent
     )
     out = Path(args.out) if args.out else run_dir / "report"
-    try:
+    with exit_on_error(DatasetError, ValueError, FileNotFoundError):
         out.mkdir(parents=True, exist_ok=True)
         csv_path = out / "predictions.csv"
         result = evaluate(args.ckpt, args.inputs, args.data_dir, args.tta, args.trust_checkpoint, csv_path)
         path = write_report(result, out, ckpt, trusted=args.trust_checkpoint)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     m = result["metrics"]
     print(f"accuracy {100 * m['accuracy']:.2f}%, ECE {100 * m['ece']:.2f}% on {m['images']} images -> {path}")
     return path

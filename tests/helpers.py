@@ -162,3 +162,46 @@ class StopAt(L.Callback):
             raise KeyboardInterrupt
         else:
             trainer.should_stop = True
+
+
+class TrainBatchLog(L.Callback):
+    """The sample indices (into the decoded split) of every batch ``fit`` trains on, in order.
+
+    ``install`` wraps ``TensorImageDataset.__getitems__`` to log what each dataset hands out; the log is
+    cut to the batches actually trained (Lightning fetches one batch ahead). ``TrainBatchLog.latest`` is
+    the instance of the latest run, also one that stopped with an exception.
+    """
+
+    latest: TrainBatchLog | None = None
+
+    def __init__(self) -> None:
+        self.fetched: list[tuple[object, list[int]]] = []
+        self.trained = 0
+        self.dataset: object | None = None
+        TrainBatchLog.latest = self
+
+    @staticmethod
+    def install(monkeypatch) -> None:
+        from lit_vision.data.datasets import TensorImageDataset
+
+        original = TensorImageDataset.__getitems__
+
+        def logged(dataset, batch):
+            out = original(dataset, batch)
+            if TrainBatchLog.latest is not None:
+                TrainBatchLog.latest.fetched.append(
+                    (dataset, dataset.indices[torch.as_tensor(batch)].tolist())
+                )
+            return out
+
+        monkeypatch.setattr(TensorImageDataset, "__getitems__", logged)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.dataset = trainer.train_dataloader.dataset
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.trained += 1
+
+    @property
+    def batches(self) -> list[list[int]]:
+        return [idx for dataset, idx in self.fetched if dataset is self.dataset][: self.trained]

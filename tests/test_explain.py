@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,6 +135,16 @@ def test_cli_writes_overlays_and_filters(checkpoint: Path, tmp_path: Path) -> No
     assert len(written) == 4 and (tmp_path / "o" / "first_layer_filters.png").is_file()
     overlay = Image.open(written[0])
     assert overlay.size == (128, 128) and overlay.mode == "RGB"
+    # the one inference loop's CSV: every input, the broken one with its error, and each overlay's class
+    # is the CSV's prediction
+    with open(tmp_path / "o" / "predictions.csv", newline="") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert sorted(rows) == ["broken.png", "img0.png", "img1.png", "img2.png"]
+    assert rows["broken.png"]["error"] and not rows["broken.png"]["prediction"]
+    for path in written[:3]:
+        index, stem = path.stem.split("_")[:2]
+        row = rows[f"{stem}.png"]
+        assert int(row["index"]) == int(index) and path.stem.endswith(f"_gradcam_{row['prediction']}")
 
 
 def test_cam_refuses_heads_it_cannot_explain(tmp_path: Path) -> None:

@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
-from lit_vision.callbacks import SafeModelCheckpoint
-
-# SafeModelCheckpoint (lit_vision/callbacks/checkpoint.py): a fresh last.ckpt after every epoch, and
-# resumes into a new run directory that neither lose the earlier best nor delete its files.
-MODEL_CHECKPOINT_METHODS = {
-    "_save_last_checkpoint": ["self", "trainer", "monitor_candidates"],
-    "_monitor_candidates": ["self", "trainer"],
-    "_should_skip_saving_checkpoint": ["self", "trainer"],
-    "_should_save_on_train_epoch_end": ["self", "trainer"],
-    "_remove_checkpoint": ["self", "trainer", "filepath"],
-}
-
-
-@pytest.mark.parametrize("name", sorted(MODEL_CHECKPOINT_METHODS))
-def test_model_checkpoint_privates(name: str) -> None:
-    method = getattr(ModelCheckpoint, name)
-    assert list(inspect.signature(method).parameters) == MODEL_CHECKPOINT_METHODS[name]
-    assert getattr(SafeModelCheckpoint, name) is not None
-
 
 def test_model_checkpoint_state_keys() -> None:
-    """SafeModelCheckpoint.load_state_dict reads these keys of Lightning's own state_dict."""
+    """SafeModelCheckpoint.load_state_dict (lit_vision/callbacks/checkpoint.py) reads these keys of
+    Lightning's own state_dict to keep the earlier best across a resume into a new run directory."""
     state = ModelCheckpoint(monitor="val/acc").state_dict()
     assert {
         "dirpath",
@@ -46,6 +27,18 @@ def test_model_checkpoint_state_keys() -> None:
         "kth_best_model_path",
         "kth_value",
     } <= set(state)
+
+
+def test_weight_averaging_privates() -> None:
+    """lit_vision.callbacks.EMA builds on these members of Lightning's WeightAveraging."""
+    callback = EMAWeightAveraging()
+    assert callback._average_model is None and isinstance(callback._kwargs, dict)
+    assert callback._latest_update_step == 0 and callback._latest_update_epoch == -1
+    assert list(inspect.signature(EMAWeightAveraging._copy_average_to_current).parameters) == [
+        "self",
+        "pl_module",
+    ]
+    assert set(callback.state_dict()) == {"latest_update_step"}  # EMA.state_dict extends it
 
 
 def test_wandb_logger_init_fields(tmp_path) -> None:

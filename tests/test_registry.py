@@ -31,6 +31,19 @@ def test_list_backbones_pattern() -> None:
     assert list_backbones("nothing*") == []
 
 
+def test_variants_set_defaults_that_stay_overridable() -> None:
+    """register_variant: the variant's architecture arguments are defaults; any other is passed through."""
+    tiny = create_backbone("resnet_tiny", num_classes=10)
+    assert [len(stage) for stage in tiny.stages] == [1, 1, 1, 1] and tiny.num_features == 8 * 40
+    narrow = create_backbone("resnet18_cifar", num_classes=10, width=32)
+    assert [len(stage) for stage in narrow.stages] == [2, 2, 2, 2] and narrow.num_features == 8 * 32
+    assert count_params(narrow) < count_params(create_backbone("resnet18_cifar", num_classes=10))
+    assert len(create_backbone("vit_tiny", num_classes=10, depth=2).blocks) == 2
+    assert _BACKBONES["resnet50_cifar"].__doc__.startswith("ResNet-50")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'widht'"):
+        create_backbone("resnet18_cifar", num_classes=10, widht=32)
+
+
 def test_register_backbone_rejects_duplicates() -> None:
     @register_backbone(name="_test_tiny")
     def tiny(num_classes: int = 10) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import folder_run_args
+from helpers import TrainBatchLog, folder_run_args
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_vision.callbacks import AtomicCheckpointIO, CheckpointWriteError
@@ -23,24 +23,37 @@ def base_args(data: Path, runs: Path) -> list[str]:
     return folder_run_args(data, runs)
 
 
-def stop_at(step: int, how: str) -> str:
-    return "--trainer.callbacks=" + json.dumps(
-        [{"class_path": "helpers.StopAt", "init_args": {"step": step, "how": how}}]
-    )
-
-
 def rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
+def log_batches() -> str:
+    return "--trainer.callbacks=" + json.dumps([{"class_path": "helpers.TrainBatchLog"}])
+
+
+def stop_at(step: int, how: str) -> str:
+    return "--trainer.callbacks=" + json.dumps(
+        [
+            {"class_path": "helpers.TrainBatchLog"},
+            {"class_path": "helpers.StopAt", "init_args": {"step": step, "how": how}},
+        ]
+    )
+
+
 @pytest.mark.parametrize(("how", "raised"), [("sigterm", SIGTERMException), ("keyboard", SystemExit)])
 def test_stop_mid_epoch_saves_and_last_resumes(
-    tiny_folder: Path, tmp_path: Path, how: str, raised: type[BaseException]
+    tiny_folder: Path, tmp_path: Path, how: str, raised: type[BaseException], monkeypatch
 ) -> None:
+    TrainBatchLog.install(monkeypatch)
     args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=3"]
+    main([*args, log_batches(), "--trainer.logger.init_args.name=straight"])
+    straight = TrainBatchLog.latest.batches
+    assert len(straight) == 3 * STEPS_PER_EPOCH
+
     with pytest.raises(raised):
         main([*args, stop_at(8, how)])  # mid-epoch 1 (steps 7..12)
+    before_stop = TrainBatchLog.latest.batches
     first = tmp_path / "runs" / "default" / "version_0"
     interrupted = first / "checkpoints" / "interrupted.ckpt"
     state = torch.load(interrupted, weights_only=True)
@@ -49,8 +62,11 @@ def test_stop_mid_epoch_saves_and_last_resumes(
     last_before = (first / "checkpoints" / "last.ckpt").read_bytes()  # end of epoch 0
     metrics_before = (first / "metrics.csv").read_text()
 
-    resumed = main([*args, "--ckpt_path=last"])
+    resumed = main([*args, log_batches(), "--ckpt_path=last"])
+    assert Path(resumed.trainer.ckpt_path) == interrupted  # not the older end-of-epoch last.ckpt
     assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH  # the 4 batches left in epoch 1, then epoch 2
+    # exactly the samples a straight run trains on, in its order: nothing seen twice, nothing skipped
+    assert before_stop == straight[:8] and TrainBatchLog.latest.batches == straight[8:]
     second = Path(resumed.trainer.log_dir)
     assert second.name == "version_1"  # a new run directory: the interrupted run's files are untouched
     assert (first / "checkpoints" / "last.ckpt").read_bytes() == last_before
@@ -148,3 +164,30 @@ def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, mo
     for name, data in before.items():
         assert (ckpts / name).read_bytes() == data, f"{name} was changed by the failed run"
     assert not list(ckpts.glob("*.tmp"))
+
+
+def test_last_is_the_newest_state_and_a_resume_keeps_the_earlier_best(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
+    """last.ckpt follows every epoch even when the monitor does not improve; a resume into a new run
+    directory still has to beat the earlier best, and deletes nothing of the earlier run."""
+    # monitor the epoch, smaller is better: only epoch 0 is ever "best"
+    args = [
+        "fit",
+        *base_args(tiny_folder, tmp_path / "runs"),
+        "--checkpoint.monitor=epoch",
+        "--checkpoint.mode=min",
+    ]
+    first = Path(main([*args, "--trainer.max_epochs=3"]).trainer.log_dir) / "checkpoints"
+    assert torch.load(first / "best.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    assert torch.load(first / "last.ckpt", weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
+    files = {p.name: p.read_bytes() for p in first.iterdir()}
+    assert sorted(files) == ["best.ckpt", "last.ckpt"]  # no last-v1.ckpt, nothing left behind
+
+    resumed = main([*args, "--trainer.max_epochs=5", "--ckpt_path=last"])
+    second = Path(resumed.trainer.log_dir) / "checkpoints"
+    assert second.parent.name == "version_1"
+    assert torch.load(second / "last.ckpt", weights_only=True)["global_step"] == 5 * STEPS_PER_EPOCH
+    assert not (second / "best.ckpt").exists()  # epochs 3 and 4 did not beat the earlier best (epoch 0)
+    assert resumed.trainer.checkpoint_callback.best_model_path == str(first / "best.ckpt")
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == files

@@ -5,6 +5,7 @@ from lit_vision.callbacks.checkpoint import (
     AtomicCheckpointIO,
     CheckpointWriteError,
     InterruptCheckpoint,
+    LastCheckpoint,
     SafeModelCheckpoint,
 )
 from lit_vision.callbacks.ema import EMA
@@ -24,6 +25,7 @@ __all__ = [
     "EpochThroughput",
     "HeadFirstFinetuning",
     "InterruptCheckpoint",
+    "LastCheckpoint",
     "MixUpCutMix",
     "PredictionWriter",
     "SafeModelCheckpoint",

@@ -3,20 +3,18 @@
 * ``AtomicCheckpointIO`` (a Lightning ``CheckpointIO`` plugin, installed by the CLI) writes
   ``<name>.ckpt.tmp`` and renames it over ``<name>.ckpt`` only once complete, so a full disk or a kill during
   a write never leaves a truncated ``best.ckpt``/``last.ckpt`` behind: the previous file stays intact.
-* ``SafeModelCheckpoint`` (Lightning's ``ModelCheckpoint``) keeps ``last.ckpt`` the newest state (Lightning
-  2.6 skips it after epochs that do not improve the monitor). When a run resumes from another run directory
-  (the CLI's ``--ckpt_path last`` does this), the earlier best score carries over, so ``best.ckpt`` is only
-  written when the resumed run beats it, and the earlier run's files are never deleted.
+* ``SafeModelCheckpoint`` (Lightning's ``ModelCheckpoint``) writes ``best.ckpt``. When a run resumes from
+  another run directory (the CLI's ``--ckpt_path last`` does this), the earlier best score carries over, so
+  ``best.ckpt`` is only written when the resumed run beats it.
+* ``LastCheckpoint`` (a second, unmonitored ``ModelCheckpoint``) rewrites ``last.ckpt`` at every save point.
 * ``InterruptCheckpoint`` (a ``Checkpoint`` on the public ``on_exception`` hook) saves ``interrupted.ckpt``
   when ``fit`` stops on an exception: SIGTERM (Lightning turns it into ``SIGTERMException`` on every rank),
   KeyboardInterrupt, a non-finite loss, any error. It is written beside the run's other checkpoints and
   deleted when a later ``fit`` in the same directory completes.
 
-Lightning has no public way to do what ``SafeModelCheckpoint`` does, so it overrides private
-``ModelCheckpoint`` members (``_save_last_checkpoint``, ``_remove_checkpoint``, and reads
-``_monitor_candidates``, ``_should_skip_saving_checkpoint``, ``_should_save_on_train_epoch_end``): this is
-the one place. ``tests/test_lightning_contract.py`` pins their signatures, and ``pyproject.toml`` caps
-``lightning`` below the next minor release.
+All three use public Lightning APIs only (``CheckpointIO``, ``ModelCheckpoint`` arguments and
+``load_state_dict``, the ``Checkpoint`` hooks). ``tests/test_lightning_contract.py`` pins the state keys
+``SafeModelCheckpoint.load_state_dict`` reads.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 import errno
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -33,7 +30,13 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["AtomicCheckpointIO", "CheckpointWriteError", "InterruptCheckpoint", "SafeModelCheckpoint"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
+    "InterruptCheckpoint",
+    "LastCheckpoint",
+    "SafeModelCheckpoint",
+]
 
 
 class CheckpointWriteError(OSError):
@@ -79,42 +82,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class SafeModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` with atomic writes and resumes that keep the best score (see module docstring).
+    """``ModelCheckpoint`` whose best score survives a resume into a new run directory.
 
-    Takes every ``ModelCheckpoint`` argument (``monitor``, ``mode``, ``filename``, ``save_last``...).
+    Takes every ``ModelCheckpoint`` argument (``monitor``, ``mode``, ``filename``...). Lightning reloads the
+    best score only when the run directory is unchanged; the CLI's ``--ckpt_path last`` resumes into a new
+    ``version_N``, where the earlier best is still the one to beat. (The earlier run's files are never
+    deleted: Lightning only removes checkpoints inside the current ``dirpath``.)
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._last_saved_step: int | None = None
-
-    # Lightning >= 2.6 writes last.ckpt only at steps where a top-k checkpoint was written, so after an
-    # epoch that does not improve the monitor, last.ckpt would be stale. Ours is always the newest state.
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        self._last_saved_step = trainer.global_step
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-
-    def _refresh_last(self, trainer: L.Trainer) -> None:
-        if self.save_last and self._last_saved_step != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(
-            trainer
-        ):
-            self._refresh_last(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        # Never delete a file of another run directory (one this run resumed from).
-        if self.dirpath is not None and Path(filepath).resolve().parent != Path(self.dirpath).resolve():
-            return
-        super()._remove_checkpoint(trainer, filepath)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         previous_dir = state_dict.get("dirpath", self.dirpath)
@@ -122,11 +96,56 @@ class SafeModelCheckpoint(ModelCheckpoint):
             warnings.filterwarnings("ignore", message="The dirpath has changed")  # handled below
             super().load_state_dict(state_dict)
         if previous_dir != self.dirpath and state_dict.get("monitor") == self.monitor:
-            # Resumed into a new run directory: the earlier run's best is still the one to beat.
             self.best_model_score = state_dict["best_model_score"]
             self.best_k_models = dict(state_dict.get("best_k_models", {}))
             self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
             self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the newest training state, rewritten at every save point (what ``--ckpt_path last``
+    resumes from).
+
+    A second, unmonitored ``ModelCheckpoint`` beside the ``best`` one: Lightning's own ``save_last`` skips
+    ``last.ckpt`` after epochs that do not improve the monitor, which would leave it stale.
+
+    Args:
+        dirpath: where to write it (default: the run's ``checkpoints`` folder, like the best checkpoint).
+        filename: file name without ``.ckpt``.
+        every_n_epochs: save every this many epochs (``0`` with ``every_n_train_steps`` unset: never).
+        every_n_train_steps: save every this many optimizer steps instead (a mid-epoch resume point for long
+            epochs); exclusive with ``every_n_epochs``.
+        save_on_train_epoch_end: save at the end of the training epoch instead of after validation (default:
+            Lightning's choice, i.e. after validation when it runs once per epoch).
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "last",
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=None,
+            save_top_k=1,  # with no monitor: keep only the newest file
+            save_last=False,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,  # overwrite last.ckpt instead of writing last-v1.ckpt
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Resumed into a new run directory: nothing to carry over (the next save is the newest state), and
+        # the earlier run's last.ckpt is outside this dirpath, so it is never deleted.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
 
 
 class InterruptCheckpoint(Checkpoint):

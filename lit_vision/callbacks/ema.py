@@ -21,6 +21,11 @@ what it gets wrong for us:
 * **Resume.** The callback state holds the last update step and epoch, the checkpoint holds both weight sets
   (``state_dict``: the average, used by ``test``/``predict``/``load_from_checkpoint``;
   ``current_model_state``: the raw weights), so a resumed fit continues exactly.
+
+``WeightAveraging`` has no public accessor for its state, so this subclass reads and sets its private
+members ``_average_model``, ``_latest_update_step``, ``_latest_update_epoch``, ``_kwargs`` and calls
+``_copy_average_to_current``: this module is the one place, and ``tests/test_lightning_contract.py`` pins
+them.
 """
 
 from __future__ import annotations

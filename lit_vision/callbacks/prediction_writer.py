@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import heapq
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,16 @@ class PredictionWriter(BasePredictionWriter):
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        prediction: Tensor,
+        prediction: Tensor | Mapping[str, Tensor],
         batch_indices: Any,
         batch: Any,
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        probs = prediction.detach().float().cpu()
+        # a predict_step returns probabilities, or a mapping holding them under "probs" with more outputs
+        # for other writers (lit_vision.explain adds its heatmaps)
+        probs = prediction["probs"] if isinstance(prediction, Mapping) else prediction
+        probs = probs.detach().float().cpu()
         if not self._class_names:  # a module without class names: the label index
             self._class_names = [str(i) for i in range(probs.shape[-1])]
         conf, pred = probs.max(-1)

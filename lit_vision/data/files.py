@@ -111,7 +111,8 @@ def collect_inputs(
 
 
 class PredictDataset(Dataset):
-    """Items -> ``(image uint8 (3, S, S), target (-1: none), index, ok)``; failures carry a zero image.
+    """Items -> ``(image uint8 (3, S, S), target (-1: none), index, error)``; ``error`` is ``""`` for an image
+    that was read, else why it could not be (the image is then zeros).
 
     Args:
         items: from ``collect_inputs``.
@@ -121,7 +122,6 @@ class PredictDataset(Dataset):
     def __init__(self, items: Sequence[PredictItem], image_size: int) -> None:
         self.items = list(items)
         self.image_size = image_size
-        self.errors: dict[int, str] = {}  # filled in the main process by the writer, from the batches
 
     def __len__(self) -> int:
         return len(self.items)

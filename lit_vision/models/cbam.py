@@ -27,7 +27,7 @@ from torchvision.ops import StochasticDepth
 
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.layers import conv_norm_act, get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.registry import register_variant
 
 __all__ = ["CBAM", "CBAMBlock", "CBAMResNet", "cbam_resnet"]
 
@@ -145,9 +145,6 @@ class CBAMResNet(Backbone):
         return x if pre_logits else self.fc(self.drop(x))
 
 
-@register_backbone
-def cbam_resnet(
-    num_classes: int = 10, act: str = "relu", drop_rate: float = 0.3, drop_path_rate: float = 0.0
-) -> CBAMResNet:
-    """Attention ResNet with CBAM blocks (4,875,363 parameters for 10 classes)."""
-    return CBAMResNet(num_classes=num_classes, act=act, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+cbam_resnet = register_variant(
+    "cbam_resnet", CBAMResNet, "Attention ResNet with CBAM blocks (4,875,363 parameters for 10 classes)."
+)

@@ -20,7 +20,7 @@ from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.layers import conv_norm_act, get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.registry import register_variant
 
 __all__ = ["CifarEfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_tiny"]
 
@@ -137,25 +137,18 @@ class CifarEfficientNet(Backbone):
         return x if pre_logits else self.fc(self.drop(x))
 
 
-@register_backbone
-def efficientnet_tiny(
-    num_classes: int = 10, act: str = "silu", drop_rate: float = 0.2, drop_path_rate: float = 0.0
-) -> CifarEfficientNet:
-    """EfficientNet-B0 at half width (~1.1M parameters)."""
-    return CifarEfficientNet(num_classes, 0.5, 1.0, act, drop_rate, drop_path_rate)
-
-
-@register_backbone
-def efficientnet_b0(
-    num_classes: int = 10, act: str = "silu", drop_rate: float = 0.2, drop_path_rate: float = 0.0
-) -> CifarEfficientNet:
-    """EfficientNet-B0 for 32x32 inputs (~4.0M parameters)."""
-    return CifarEfficientNet(num_classes, 1.0, 1.0, act, drop_rate, drop_path_rate)
-
-
-@register_backbone
-def efficientnet_b1(
-    num_classes: int = 10, act: str = "silu", drop_rate: float = 0.2, drop_path_rate: float = 0.0
-) -> CifarEfficientNet:
-    """EfficientNet-B1 (depth 1.1) for 32x32 inputs (~6.5M parameters)."""
-    return CifarEfficientNet(num_classes, 1.0, 1.1, act, drop_rate, drop_path_rate)
+efficientnet_tiny = register_variant(
+    "efficientnet_tiny",
+    CifarEfficientNet,
+    "EfficientNet-B0 at half width (~1.1M parameters).",
+    width_mult=0.5,
+)
+efficientnet_b0 = register_variant(
+    "efficientnet_b0", CifarEfficientNet, "EfficientNet-B0 for 32x32 inputs (~4.0M parameters)."
+)
+efficientnet_b1 = register_variant(
+    "efficientnet_b1",
+    CifarEfficientNet,
+    "EfficientNet-B1 (depth 1.1) for 32x32 inputs (~6.5M parameters).",
+    depth_mult=1.1,
+)

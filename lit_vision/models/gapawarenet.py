@@ -36,7 +36,7 @@ from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.layers import BlurPool2d, conv_norm_act, get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.registry import register_variant
 
 __all__ = [
     "ConvNeXtBlock",
@@ -297,29 +297,6 @@ class GapAwareNet(Backbone):
         return F.interpolate(deep + shallow, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_backbone
-def gapawarenet(
-    num_classes: int = 10,
-    size: str = "tiny",
-    act: str = "gelu",
-    stn: bool = True,
-    attention_heads: int = 4,
-    dilated: bool = False,
-    skip_connections: bool = False,
-    seg_head: bool = False,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.1,
-) -> GapAwareNet:
-    """GapAwareNet (``size``: tiny ~1.06M, small ~4.4M, base ~8.8M parameters)."""
-    return GapAwareNet(
-        num_classes,
-        size,
-        act,
-        stn,
-        attention_heads,
-        dilated,
-        skip_connections,
-        seg_head,
-        drop_rate,
-        drop_path_rate,
-    )
+gapawarenet = register_variant(
+    "gapawarenet", GapAwareNet, "GapAwareNet (``size``: tiny ~1.06M, small ~4.4M, base ~8.8M parameters)."
+)

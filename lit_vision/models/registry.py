@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["create_backbone", "is_backbone", "list_backbones", "register_backbone"]
+__all__ = [
+    "create_backbone",
+    "is_backbone",
+    "list_backbones",
+    "register_backbone",
+    "register_variant",
+]
 
 BackboneFn = TypeVar("BackboneFn", bound=Callable[..., nn.Module])
 
@@ -43,6 +50,18 @@ def register_backbone(fn: BackboneFn | None = None, *, name: str | None = None) 
         return f
 
     return decorator(fn) if fn is not None else decorator
+
+
+def register_variant(
+    name: str, cls: Callable[..., nn.Module], doc: str, **arch: Any
+) -> Callable[..., nn.Module]:
+    """Register ``name``: ``cls`` with the architecture arguments ``arch`` as its new defaults (timm's
+    ``model_args`` idiom). Every argument of ``cls`` stays overridable through ``backbone_kwargs``
+    (``create_backbone("resnet18_cifar", 10, width=32)``); ``doc`` is the variant's one-line description.
+    """
+    factory = functools.partial(cls, **arch)
+    factory.__doc__ = doc
+    return register_backbone(factory, name=name)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:

@@ -12,12 +12,14 @@ al., 2018; on the residual branches of stages 3 and 4, as in the paper). Both fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 from torchvision.ops import DropBlock2d, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.layers import get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.registry import register_variant
 
 __all__ = [
     "BasicBlock",
@@ -36,8 +38,18 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual connection (ResNet-18/34)."""
+class _ResidualBlock(nn.Module):
+    """A residual branch (built by the subclass) + DropBlock on its output, stochastic depth, the shortcut
+    and the activation after the sum.
+
+    Args:
+        cin: input channels.
+        width: branch width; the block outputs ``width * expansion`` channels.
+        stride: spatial stride of the block (on the branch's 3x3 conv and the shortcut).
+        act: activation name.
+        drop_path: stochastic-depth probability of the branch (Huang et al., 2016), per sample.
+        drop_block: DropBlock probability on the branch output (Ghiasi et al., 2018), 3x3 blocks.
+    """
 
     expansion = 1
 
@@ -52,42 +64,60 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         act_layer = get_activation(act)
+        cout = width * self.expansion
+        self._build_branch(cin, width, cout, stride, act_layer)
+        self.drop_block = DropBlock2d(drop_block, block_size=3) if drop_block > 0 else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path, "row")
+        self.shortcut = _shortcut(cin, cout, stride)
+        self.act_out = act_layer()
+
+    def _build_branch(
+        self, cin: int, width: int, cout: int, stride: int, act_layer: Callable[[], nn.Module]
+    ) -> None:
+        raise NotImplementedError
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The residual branch up to its last BatchNorm."""
+        raise NotImplementedError
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The branch's last BatchNorm (zero-initialized: the block starts as the identity)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.drop_block(self.branch(x))
+        return self.act_out(self.drop_path(out) + self.shortcut(x))
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 convs with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def _build_branch(
+        self, cin: int, width: int, cout: int, stride: int, act_layer: Callable[[], nn.Module]
+    ) -> None:
         self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.drop_block = DropBlock2d(drop_block, block_size=3) if drop_block > 0 else nn.Identity()
-        self.drop_path = StochasticDepth(drop_path, "row")
-        self.shortcut = _shortcut(cin, width, stride)
-        self.act2 = act_layer()
+        self.conv2 = nn.Conv2d(width, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def branch(self, x: Tensor) -> Tensor:
+        return self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.drop_block(self.bn2(self.conv2(out)))
-        return self.act2(self.drop_path(out) + self.shortcut(x))
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce -> 3x3 (carries the stride, "ResNet v1.5") -> 1x1 expand x4 (ResNet-50)."""
 
     expansion = 4
 
-    def __init__(
-        self,
-        cin: int,
-        width: int,
-        stride: int = 1,
-        act: str = "relu",
-        drop_path: float = 0.0,
-        drop_block: float = 0.0,
+    def _build_branch(
+        self, cin: int, width: int, cout: int, stride: int, act_layer: Callable[[], nn.Module]
     ) -> None:
-        super().__init__()
-        act_layer = get_activation(act)
-        cout = width * self.expansion
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = act_layer()
@@ -96,19 +126,14 @@ class Bottleneck(nn.Module):
         self.act2 = act_layer()
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
-        self.drop_block = DropBlock2d(drop_block, block_size=3) if drop_block > 0 else nn.Identity()
-        self.drop_path = StochasticDepth(drop_path, "row")
-        self.shortcut = _shortcut(cin, cout, stride)
-        self.act3 = act_layer()
+
+    def branch(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.drop_block(self.bn3(self.conv3(out)))
-        return self.act3(self.drop_path(out) + self.shortcut(x))
 
 
 class CifarResNet(Backbone):
@@ -171,7 +196,7 @@ class CifarResNet(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         # Zero-init the last BN of each residual branch: blocks start as the identity (Goyal et al. 2017).
         for m in self.modules():
-            if isinstance(m, BasicBlock | Bottleneck):
+            if isinstance(m, _ResidualBlock):
                 nn.init.zeros_(m.last_bn().weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -182,60 +207,29 @@ class CifarResNet(Backbone):
         return x if pre_logits else self.fc(self.drop(x))
 
 
-@register_backbone
-def resnet_tiny(
-    num_classes: int = 10,
-    act: str = "relu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    drop_block_rate: float = 0.0,
-) -> CifarResNet:
-    """ResNet-10 at 5/8 width (one basic block per stage, 40-320 channels; ~1.9M parameters)."""
-    return CifarResNet(
-        (1, 1, 1, 1), num_classes, 40, "basic", act, drop_rate, drop_path_rate, drop_block_rate
-    )
-
-
-@register_backbone
-def resnet18_cifar(
-    num_classes: int = 10,
-    width: int = 64,
-    act: str = "relu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    drop_block_rate: float = 0.0,
-) -> CifarResNet:
-    """ResNet-18 with a 3x3 stem and no max-pool (11,173,962 parameters)."""
-    return CifarResNet(
-        (2, 2, 2, 2), num_classes, width, "basic", act, drop_rate, drop_path_rate, drop_block_rate
-    )
-
-
-@register_backbone
-def resnet34_cifar(
-    num_classes: int = 10,
-    width: int = 64,
-    act: str = "relu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    drop_block_rate: float = 0.0,
-) -> CifarResNet:
-    """ResNet-34 with a 3x3 stem and no max-pool (~21.3M parameters)."""
-    return CifarResNet(
-        (3, 4, 6, 3), num_classes, width, "basic", act, drop_rate, drop_path_rate, drop_block_rate
-    )
-
-
-@register_backbone
-def resnet50_cifar(
-    num_classes: int = 10,
-    width: int = 64,
-    act: str = "relu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    drop_block_rate: float = 0.0,
-) -> CifarResNet:
-    """ResNet-50 (bottleneck blocks) with a 3x3 stem and no max-pool (~23.5M parameters)."""
-    return CifarResNet(
-        (3, 4, 6, 3), num_classes, width, "bottleneck", act, drop_rate, drop_path_rate, drop_block_rate
-    )
+resnet_tiny = register_variant(
+    "resnet_tiny",
+    CifarResNet,
+    "ResNet-10 at 5/8 width (one basic block per stage, 40-320 channels; ~1.9M parameters).",
+    layers=(1, 1, 1, 1),
+    width=40,
+)
+resnet18_cifar = register_variant(
+    "resnet18_cifar",
+    CifarResNet,
+    "ResNet-18 with a 3x3 stem and no max-pool (11,173,962 parameters).",
+    layers=(2, 2, 2, 2),
+)
+resnet34_cifar = register_variant(
+    "resnet34_cifar",
+    CifarResNet,
+    "ResNet-34 with a 3x3 stem and no max-pool (~21.3M parameters).",
+    layers=(3, 4, 6, 3),
+)
+resnet50_cifar = register_variant(
+    "resnet50_cifar",
+    CifarResNet,
+    "ResNet-50 (bottleneck blocks) with a 3x3 stem and no max-pool (~23.5M parameters).",
+    layers=(3, 4, 6, 3),
+    block="bottleneck",
+)

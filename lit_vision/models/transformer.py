@@ -23,7 +23,7 @@ from torchvision.ops import StochasticDepth
 
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.layers import conv_norm_act, get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.registry import register_variant
 
 __all__ = [
     "ConvTransformer",
@@ -201,37 +201,32 @@ class ConvTransformer(_TokenBackbone):
         return self._encode(self.stem(x))  # (N, HW/16, dim)
 
 
-@register_backbone
-def vit_tiny(
-    num_classes: int = 10,
-    img_size: int = 32,
-    act: str = "gelu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.1,
-) -> VisionTransformer:
-    """ViT-Tiny, 4x4 patches (~5.4M parameters)."""
-    return VisionTransformer(num_classes, img_size, 4, 192, 12, 3, act, drop_rate, drop_path_rate)
-
-
-@register_backbone
-def cnn_transformer_small(
-    num_classes: int = 10,
-    img_size: int = 32,
-    act: str = "gelu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.1,
-) -> ConvTransformer:
-    """Conv stem + 10 encoder blocks of width 256 (~8.3M parameters)."""
-    return ConvTransformer(num_classes, img_size, (64, 128), 256, 10, 8, act, drop_rate, drop_path_rate)
-
-
-@register_backbone
-def cnn_transformer_base(
-    num_classes: int = 10,
-    img_size: int = 32,
-    act: str = "gelu",
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.1,
-) -> ConvTransformer:
-    """Conv stem + 9 encoder blocks of width 384 (~16.5M parameters)."""
-    return ConvTransformer(num_classes, img_size, (64, 128), 384, 9, 8, act, drop_rate, drop_path_rate)
+# drop_path_rate 0.1: stochastic depth is part of every ViT/DeiT recipe for small data (Touvron et al., 2021)
+vit_tiny = register_variant(
+    "vit_tiny",
+    VisionTransformer,
+    "ViT-Tiny, 4x4 patches (~5.4M parameters).",
+    patch_size=4,
+    dim=192,
+    depth=12,
+    heads=3,
+    drop_path_rate=0.1,
+)
+cnn_transformer_small = register_variant(
+    "cnn_transformer_small",
+    ConvTransformer,
+    "Conv stem + 10 encoder blocks of width 256 (~8.3M parameters).",
+    dim=256,
+    depth=10,
+    heads=8,
+    drop_path_rate=0.1,
+)
+cnn_transformer_base = register_variant(
+    "cnn_transformer_base",
+    ConvTransformer,
+    "Conv stem + 9 encoder blocks of width 384 (~16.5M parameters).",
+    dim=384,
+    depth=9,
+    heads=8,
+    drop_path_rate=0.1,
+)
