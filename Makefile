@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup train test test-slow lint format bench
+.PHONY: setup train test test-slow test-all test-random lint format bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,17 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# What CI runs (.ci/run): lint, then every test, slow ones included.
+test-all: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -m "slow or not slow"
+
+# The default suite in a shuffled order (pytest-random-order): SEED=<n> repeats an order.
+SEED ?= 1
+test-random: setup
+	$(PY) -m pytest --random-order-bucket=module --random-order-seed=$(SEED)
 
 format: setup
 	$(PY) -m ruff check --fix .

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,50 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # deprecation
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_imagefolder
+import torch
+from helpers import REAL_CIFAR10, make_imagefolder
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+#: process-wide settings a test may change (Lightning's seed_everything exports PL_GLOBAL_SEED, the CLI sets
+#: the matmul precision on CUDA): each test starts from the same state, whatever ran before it
+_ENV_KEYS = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "WANDB_MODE")
+
+
+@pytest.fixture(autouse=True)
+def _process_state() -> Iterator[None]:
+    env = {key: os.environ.get(key) for key in _ENV_KEYS}
+    for key in _ENV_KEYS:
+        os.environ.pop(key, None)
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(0)  # a test that builds a model without seeding gets the same weights in any order
+    yield
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(precision)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    found = (REAL_CIFAR10 / "train").is_dir()
+    return f"real CIFAR-10: {REAL_CIFAR10} ({'found' if found else 'MISSING'})"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not (REAL_CIFAR10 / "train").is_dir():
+        terminalreporter.write_sep("!", "real CIFAR-10 data missing", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"No CIFAR-10 JPEGs under {REAL_CIFAR10}: tests/test_real_data.py and the real-image tests of "
+            "tests/test_speedrun.py were skipped, and the export parity tests ran on generated images. "
+            "Set LIT_VISION_CIFAR10_DIR to a cifar10 folder (train/<class>/*.jpg) to run them on real data.",
+            yellow=True,
+        )
 
 
 @pytest.fixture(autouse=True)

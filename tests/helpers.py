@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -13,7 +14,20 @@ from torch import nn
 
 from lit_vision.data.synthetic import class_image, make_imagefolder
 
-__all__ = ["QUIET", "class_image", "folder_run_args", "make_imagefolder", "make_torchvision_cifar10"]
+__all__ = [
+    "QUIET",
+    "REAL_CIFAR10",
+    "class_image",
+    "folder_run_args",
+    "make_imagefolder",
+    "make_torchvision_cifar10",
+]
+
+#: the real CIFAR-10 JPEGs (``train/<class>/*.jpg``): ``../shared`` beside the checkout, or
+#: ``$LIT_VISION_CIFAR10_DIR``; the tests that use them say so loudly when they are missing (conftest.py)
+REAL_CIFAR10 = Path(
+    os.environ.get("LIT_VISION_CIFAR10_DIR", Path(__file__).resolve().parents[2] / "shared/data/cifar10")
+)
 
 #: CLI flags that keep test output short
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -205,3 +219,18 @@ class TrainBatchLog(L.Callback):
     @property
     def batches(self) -> list[list[int]]:
         return [idx for dataset, idx in self.fetched if dataset is self.dataset][: self.trained]
+
+
+class WeightRecorder(L.Callback):
+    """Every floating-point parameter and buffer of the model after each optimizer step, by name (the raw
+    weights: EMA never changes them). ``WeightRecorder.latest`` is the instance of the latest run."""
+
+    latest: WeightRecorder | None = None
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+        WeightRecorder.latest = self
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        named = [*pl_module.named_parameters(), *pl_module.named_buffers()]
+        self.states.append({k: t.detach().clone() for k, t in named if t.is_floating_point()})

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from helpers import WeightRecorder, folder_run_args
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.callbacks import EMA
+from lit_vision.cli import main as cli_main
+from lit_vision.predict import main as predict_main
 
 
 class Regressor(L.LightningModule):
@@ -185,3 +190,65 @@ def test_resumed_fit_ends_with_same_weights(tmp_path: Path) -> None:
     for a, b in zip(float_tensors(t1.lightning_module), float_tensors(t3.lightning_module), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert resumed._latest_update_step == straight._latest_update_step == 16
+
+
+def test_cli_checkpoints_hold_the_average_and_test_and_predict_use_it(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
+    """An EMA fit through train.py: best.ckpt and last.ckpt hold the average (computed here independently
+    from the recorded raw weights) in state_dict and the raw weights in current_model_state; train.py test
+    and predict.py evaluate the average."""
+    ema = {"class_path": "lit_vision.callbacks.EMA", "init_args": {"decay": 0.7}}
+    common = folder_run_args(tiny_folder, tmp_path / "runs")
+    fit_run = cli_main([
+        "fit", *common, f"--ema={json.dumps(ema)}", "--trainer.max_epochs=2",
+        "--trainer.callbacks=" + json.dumps([{"class_path": "helpers.WeightRecorder"}]),
+    ])  # fmt: skip
+    states = WeightRecorder.latest.states
+    assert len(states) == fit_run.trainer.global_step == 12
+    ckpts = Path(fit_run.trainer.log_dir) / "checkpoints"
+
+    def average(steps: int) -> dict[str, torch.Tensor]:
+        """a_1 = w_1, a_t = 0.7 a_{t-1} + 0.3 w_t over the first ``steps`` optimizer steps."""
+        avg = dict(states[0])
+        for state in states[1:steps]:
+            avg = {k: 0.7 * avg[k] + 0.3 * w for k, w in state.items()}
+        return avg
+
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(ckpts / name, weights_only=True)
+        steps = ckpt["global_step"]
+        for key, want in average(steps).items():
+            torch.testing.assert_close(
+                ckpt["state_dict"][key], want, rtol=1e-5, atol=1e-6, msg=f"{name} {key}"
+            )
+            torch.testing.assert_close(
+                ckpt["current_model_state"][key], states[steps - 1][key], rtol=0, atol=0
+            )
+
+    # Checkpoints holding only the independent average, or only the raw weights: test and predict.py
+    # from last.ckpt agree with the first and differ from the second.
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    variants = {}
+    for label, weights in (("avg", average(12)), ("raw", states[-1])):
+        state = {**last, "state_dict": {**last["state_dict"], **weights}}
+        for key in ("current_model_state", "averaging_state"):
+            state.pop(key, None)
+        state["callbacks"] = {k: v for k, v in state["callbacks"].items() if k != "EMA"}
+        torch.save(state, tmp_path / f"{label}.ckpt")
+        variants[label] = tmp_path / f"{label}.ckpt"
+
+    def test_loss(ckpt: Path) -> float:
+        return float(cli_main(["test", *common, f"--ckpt_path={ckpt}"]).trainer.callback_metrics["test/loss"])
+
+    def probs(ckpt: Path) -> list[list[float]]:
+        out = tmp_path / f"{ckpt.stem}.csv"
+        predict_main(["--ckpt", str(ckpt), str(tiny_folder / "test"), "--num-workers=0", "--out", str(out)])
+        with open(out, newline="") as f:
+            return [[float(v) for k, v in row.items() if k.startswith("prob_")] for row in csv.DictReader(f)]
+
+    got, avg, raw = (test_loss(p) for p in (ckpts / "last.ckpt", variants["avg"], variants["raw"]))
+    assert got == pytest.approx(avg, abs=1e-6) and abs(got - raw) > 1e-3
+    got, avg, raw = (torch.tensor(probs(p)) for p in (ckpts / "last.ckpt", variants["avg"], variants["raw"]))
+    torch.testing.assert_close(got, avg, rtol=0, atol=2e-6)
+    assert float((got - raw).abs().max()) > 1e-3

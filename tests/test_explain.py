@@ -95,6 +95,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_classifier(model, tmp_path_factory.mktemp("explain") / "toy.ckpt")
 
 
+#: each method's share of its hottest pixels on the signal must reach this: a little below what it
+#: measures on the seeded toy model (README, "python -m lit_vision.explain"), so a regression that moves
+#: the heat off the signal fails, not only one that falls to twice chance (0.28)
+FLOORS = {"gradcam": 0.8, "gradcam++": 0.8, "cam": 0.8, "occlusion": 0.6, "saliency": 0.33}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_heatmap_mass_concentrates_on_the_signal(toy_model: ImageClassifier, method: str) -> None:
     model = toy_model
@@ -112,7 +118,7 @@ def test_heatmap_mass_concentrates_on_the_signal(toy_model: ImageClassifier, met
     chance = float(region.float().mean())
     # the README quotes these figures (`pytest tests/test_explain.py -k concentrates -rP`)
     print(f"{method}: {hit_rate:.2f} of the hottest pixels on the signal (chance {chance:.2f})")
-    assert hit_rate > 2 * chance, f"{method}: {hit_rate:.2f} of the hottest pixels on the signal"
+    assert hit_rate >= FLOORS[method], f"{method}: {hit_rate:.2f} of the hottest pixels on the signal"
 
 
 def test_cli_writes_overlays_and_filters(checkpoint: Path, tmp_path: Path) -> None:

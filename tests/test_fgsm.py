@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -122,3 +123,33 @@ def test_robust_test_accuracy_is_logged_under_inference_mode(tiny_folder: Path) 
     trainer.fit(model, datamodule=dm)
     (metrics,) = trainer.test(model, datamodule=dm, verbose=False)  # test runs under torch.inference_mode
     assert 0.0 <= metrics["test/adv_acc"] <= 1.0 and "test/acc" in metrics
+
+
+def test_robust_accuracy_is_below_clean_and_falls_with_eps(tiny_folder: Path) -> None:
+    """On a briefly trained model: a radius of 0 gives the clean accuracy, larger radii lower it, and
+    ``test/adv_acc`` never exceeds ``test/acc``."""
+    torch.manual_seed(0)
+    model = ImageClassifier("compact_cifar", num_classes=3, optimizer=partial(torch.optim.Adam, lr=0.01))
+    dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
+    fgsm = FGSM(eps=0.0, test_eps=0.0)  # no adversarial training: the attack's effect stays visible
+    trainer = L.Trainer(
+        max_epochs=4,
+        callbacks=[fgsm],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=dm)
+    results = {}
+    for eps in (0.0, 2 / 255, 16 / 255):
+        fgsm.test_eps = eps
+        (metrics,) = trainer.test(model, datamodule=dm, verbose=False)
+        results[eps] = (metrics["test/acc"], metrics["test/adv_acc"])
+    clean = results[0.0][0]
+    assert clean >= 0.6, f"the model did not train (test/acc {clean:.2f})"
+    assert all(acc == clean for acc, _ in results.values())  # the clean metric ignores the attack
+    assert results[0.0][1] == pytest.approx(clean)
+    assert clean >= results[2 / 255][1] >= results[16 / 255][1]
+    assert results[16 / 255][1] < clean

@@ -119,3 +119,44 @@ def test_training_mixes_validation_does_not_and_stop_epoch(tiny_folder: Path, tm
     assert {nd for e, nd in train if e == 2} == {1}  # clean labels from stop_epoch on
     assert val and set(val) == {1}
     assert model._train_batch_transforms == []  # removed at teardown
+
+
+def test_label_smoothing_is_applied_once_with_mixing(tiny_folder: Path) -> None:
+    """Through training_step with MixUp/CutMix and label_smoothing 0.1: the targets are plain mixes of two
+    labels (no smoothing mass added by the mixing), and the loss training_step returns smooths them once."""
+    torch.manual_seed(0)
+    eps, k = 0.1, 3
+    model = ImageClassifier("compact_cifar", num_classes=k, label_smoothing=eps)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    returned: list[torch.Tensor] = []
+    forward, training_step = model.criterion.forward, model.training_step
+
+    def spy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append((logits.detach().float(), target.detach()))
+        return forward(logits, target)
+
+    def step(batch, batch_idx):
+        loss = training_step(batch, batch_idx)
+        returned.append(loss.detach())
+        return loss
+
+    model.criterion.forward, model.training_step = spy, step
+    trainer = L.Trainer(
+        max_steps=4,
+        callbacks=[MixUpCutMix()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+    )
+    trainer.fit(model, datamodule=ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
+    assert len(seen) == len(returned) == 4
+    for (logits, target), loss in zip(seen, returned, strict=True):
+        assert target.shape == logits.shape  # soft targets
+        torch.testing.assert_close(target.sum(-1), torch.ones(len(target)))
+        assert int((target > 0).sum(-1).max()) <= 2 and float(target.min()) == 0.0
+        once = -(((1 - eps) * target + eps / k) * F.log_softmax(logits, -1)).sum(-1).mean()
+        torch.testing.assert_close(loss, once)
+    assert any(not torch.equal(t, t.round()) for _, t in seen)  # real mixes, not only one-hot rows

@@ -18,6 +18,7 @@ from lit_vision.cli import main as cli_main
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.ensemble import Ensemble
+from lit_vision.models.tta import TestTimeViews as TTAViews  # not collected as a test class
 from lit_vision.predict import main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -167,18 +168,25 @@ def test_tta_is_invariant_to_a_horizontal_flip(trained: dict[str, Path]) -> None
     torch.testing.assert_close(p.sum(-1), torch.ones(6), atol=1e-5, rtol=0)
 
 
-def test_main_with_tta_runs(trained: dict[str, Path], tmp_path: Path) -> None:
-    summary = main(
-        [
-            "--ckpt",
-            str(trained["a"]),
-            str(trained["data"] / "test"),
-            "--tta",
-            "--out",
-            str(tmp_path / "t.csv"),
-        ]
-    )
+def test_main_with_tta_is_the_mean_over_the_views(trained: dict[str, Path], tmp_path: Path) -> None:
+    """predict.py --tta writes the weighted mean of the views' probabilities, computed here view by view,
+    and differs from a plain run."""
+    test_dir = str(trained["data"] / "test")
+    summary = main(["--ckpt", str(trained["a"]), test_dir, "--tta", "--out", str(tmp_path / "t.csv")])
+    main(["--ckpt", str(trained["a"]), test_dir, "--out", str(tmp_path / "plain.csv")])
     assert summary["tta"] and summary["images"] == 18
+    classes = ["class_00", "class_01", "class_02"]
+    tta = np.stack([probs_of(r, classes) for r in rows(tmp_path / "t.csv")])
+    plain = np.stack([probs_of(r, classes) for r in rows(tmp_path / "plain.csv")])
+
+    model = load_classifier(trained["a"]).eval()
+    items = collect_inputs([test_dir], model.class_names)
+    images = torch.stack([PredictDataset(items, model.input_size)[i][0] for i in range(len(items))])
+    x = model.normalize(images.float() / 255.0)
+    with torch.no_grad():
+        expected = sum(v.weight * model(v.apply(x)).softmax(-1) for v in TTAViews().views)
+    np.testing.assert_allclose(tta, expected.numpy(), atol=2e-6)
+    assert np.abs(tta - plain).max() > 1e-3
 
 
 def test_images_are_resized_like_training(trained: dict[str, Path], tmp_path: Path) -> None:

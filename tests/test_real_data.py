@@ -5,16 +5,14 @@ Set LIT_VISION_CIFAR10_DIR to use another ImageFolder copy of CIFAR-10.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from helpers import REAL_CIFAR10
 
 from lit_vision.cli import main
 
-REAL = Path(
-    os.environ.get("LIT_VISION_CIFAR10_DIR", Path(__file__).resolve().parents[2] / "shared/data/cifar10")
-)
+REAL = REAL_CIFAR10
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -16,9 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import QUIET, REAL_CIFAR10
+from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
-from lit_vision.callbacks import EMA, TestTimeAugmentation
+from lit_vision.callbacks import EMA
+from lit_vision.callbacks import TestTimeAugmentation as TTACallback  # not collected as a test class
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
 from lit_vision.models import DecoupledSGD, ImageClassifier, TriangleLR, create_backbone
@@ -26,10 +29,7 @@ from lit_vision.models.airbench import PatchWhitening, dirac_init_
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = Path(
-    os.environ.get("LIT_VISION_CIFAR10_DIR", Path(__file__).resolve().parents[2] / "shared/data/cifar10")
-)
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+REAL = REAL_CIFAR10
 
 
 # ------------------------------------------------------------------------------------------------- whitening
@@ -126,7 +126,10 @@ def flips_per_epoch(data: Path, epochs: int, seed: int = 0) -> dict[int, list[bo
     dm.setup("fit")
     seen: dict[int, list[bool]] = {}
     for epoch in range(epochs):
-        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch, world_size=1)  # what the hooks read
+        # what the hooks read; the default (32-true) precision plugin leaves float32 images as they are
+        dm.trainer = SimpleNamespace(
+            training=True, current_epoch=epoch, world_size=1, precision_plugin=Precision()
+        )
         for images, targets, index in dm.train_dataloader():
             out, out_targets = dm.on_after_batch_transfer((images, targets, index), 0)
             plain = dm.batch_transform(images)  # normalized, unaugmented
@@ -267,13 +270,13 @@ def test_tta_can_average_logits() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
     x = torch.randn(3, 3, 8, 8)
-    tta = TestTimeAugmentation(translate=1, translate_weight=0.5, average="logits")
+    tta = TTACallback(translate=1, translate_weight=0.5, average="logits")
     views = tta.views
     assert [v.weight for v in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
     with torch.no_grad():
         expected = sum(v.weight * model(v.apply(x)) for v in views)
         torch.testing.assert_close(tta.logits(model, x), expected)
-        probs = TestTimeAugmentation(translate=1, translate_weight=0.5).logits(model, x)
+        probs = TTACallback(translate=1, translate_weight=0.5).logits(model, x)
     assert not torch.allclose(probs, expected)  # the default still averages probabilities
 
 

@@ -8,7 +8,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from lit_vision.callbacks import TestTimeAugmentation, TTAView
+from lit_vision.callbacks import TestTimeAugmentation as TTACallback  # not collected as a test class
+from lit_vision.callbacks import TTAView
 from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
 
@@ -34,11 +35,11 @@ def images(n: int = 6) -> torch.Tensor:
 
 
 def test_views_and_weights() -> None:
-    views = TestTimeAugmentation(hflip=True, translate=2, translate_weight=0.5).views
+    views = TTACallback(hflip=True, translate=2, translate_weight=0.5).views
     assert len(views) == 6
     assert sum(v.weight for v in views) == 1.0
     assert sum(v.weight for v in views if v.dy or v.dx) == 0.5
-    assert len(TestTimeAugmentation(hflip=False, translate=0).views) == 1
+    assert len(TTACallback(hflip=False, translate=0).views) == 1
 
 
 def test_translation_view_moves_content() -> None:
@@ -53,7 +54,7 @@ def test_identity_only_tta_equals_no_tta_exactly() -> None:
     model = ImageClassifier("compact_cifar", num_classes=3).eval()
     x = images()
     with torch.no_grad():
-        assert torch.equal(TestTimeAugmentation(hflip=False, translate=0).logits(model, x), model(x))
+        assert torch.equal(TTACallback(hflip=False, translate=0).logits(model, x), model(x))
 
 
 def test_flip_tta_is_no_op_on_flip_invariant_model() -> None:
@@ -61,17 +62,17 @@ def test_flip_tta_is_no_op_on_flip_invariant_model() -> None:
     x = images()
     with torch.no_grad():
         assert torch.equal(model(x), model(x.flip(3)))
-        tta = TestTimeAugmentation(hflip=True, translate=0).logits(model, x)
+        tta = TTACallback(hflip=True, translate=0).logits(model, x)
         torch.testing.assert_close(tta.softmax(-1), model(x).softmax(-1))
         # ...whereas translated views do change this model's answer
-        shifted = TestTimeAugmentation(hflip=True, translate=2).logits(model, x)
+        shifted = TTACallback(hflip=True, translate=2).logits(model, x)
         assert not torch.allclose(shifted.softmax(-1), model(x).softmax(-1), atol=1e-4)
 
 
 def test_chunking_does_not_change_result_and_probs_are_weighted_mean() -> None:
     model = FlipInvariant().eval()
     x = images(5)
-    tta = TestTimeAugmentation(hflip=True, translate=1, translate_weight=0.4)
+    tta = TTACallback(hflip=True, translate=1, translate_weight=0.4)
     with torch.no_grad():
         whole = tta.logits(model, x)
         tta.max_batch = 7  # 6 views x 5 images = 30 images in 5 chunks
@@ -83,7 +84,7 @@ def test_chunking_does_not_change_result_and_probs_are_weighted_mean() -> None:
 
 def test_active_in_test_and_predict_only(tiny_folder: Path) -> None:
     model = ImageClassifier("compact_cifar", num_classes=3)
-    tta = TestTimeAugmentation()
+    tta = TTACallback()
     calls: list[str] = []
     logits = tta.logits
 

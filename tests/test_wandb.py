@@ -29,7 +29,10 @@ def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     yield
-    wandb.teardown()  # wandb caches its settings (the mode) per process: start each test afresh
+    # A run left open (a disabled-mode run is never flushed by a Trainer) would be reused by the next
+    # WandbLogger in this process (Lightning reuses wandb.run); wandb also caches its settings (the mode).
+    wandb.finish()
+    wandb.teardown()
 
 
 def history_row(record) -> dict:
@@ -150,3 +153,46 @@ def test_only_rank_zero_probes_the_network(
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     WandbLogger(save_dir=str(tmp_path))
     assert probes == [1]
+
+
+def test_a_key_and_an_unreachable_server_means_offline(
+    no_wandb_account: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an API key the probe decides: a refused connection (what an unreachable host gives) means
+    offline, a connection means online; it connects to WANDB_BASE_URL's host and port."""
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org:8443")
+    tried: list[tuple[str, int]] = []
+
+    def refused(address, timeout=None):
+        tried.append(address)
+        raise ConnectionRefusedError("unreachable")
+
+    monkeypatch.setattr("lit_vision.loggers.socket.create_connection", refused)
+    assert not wandb_online_possible()
+    assert tried == [("wandb.example.org", 8443)]
+    logger = WandbLogger(save_dir=str(tmp_path))
+    assert logger._offline  # the run goes on offline instead of hanging or failing
+
+    class Connection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+    monkeypatch.setattr(
+        "lit_vision.loggers.socket.create_connection", lambda address, timeout=None: Connection()
+    )
+    assert wandb_online_possible()
+
+
+@pytest.mark.parametrize(("mode", "offline"), [("offline", True), ("dryrun", True), ("online", False)])
+def test_wandb_mode_decides_without_a_probe(
+    no_wandb_account: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, offline: bool
+) -> None:
+    probes: list[int] = []
+    monkeypatch.setattr("lit_vision.loggers.wandb_online_possible", lambda: probes.append(1) or False)
+    monkeypatch.setenv("WANDB_MODE", mode)
+    assert WandbLogger(save_dir=str(tmp_path))._offline is offline
+    assert probes == []

@@ -377,8 +377,15 @@ class ImageDataModule(L.LightningDataModule):
         augment = trainer is not None and trainer.training and self.augment == "batched"
         if augment and self.alternating_flip:
             targets, index = rest
-            return self.augment_train_batch(images, index, trainer.current_epoch), targets
-        return (self.batch_transform(images, train=augment), *rest)
+            images, rest = self.augment_train_batch(images, index, trainer.current_epoch), [targets]
+        else:
+            images = self.batch_transform(images, train=augment)
+        if trainer is not None:
+            # Lightning casts a batch to the precision's input dtype before this hook, while it is still
+            # uint8 (left alone): cast the normalized float images now, or bf16-true/16-true weights get
+            # float32 inputs (a dtype error at the first layer). Mixed precision leaves them float32.
+            images = trainer.precision_plugin.convert_input(images)
+        return (images, *rest)
 
     def augment_train_batch(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """uint8 training images (N, 3, H, W) of the train split's ``index`` (N,) in ``epoch`` -> the

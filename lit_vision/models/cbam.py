@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import conv_norm_act, get_activation
+from lit_vision.models.layers import GlobalAvgPool2d, conv_norm_act, get_activation
 from lit_vision.models.registry import register_variant
 
 __all__ = ["CBAM", "CBAMBlock", "CBAMResNet", "cbam_resnet"]
@@ -133,7 +133,7 @@ class CBAMResNet(Backbone):
         self.blocks = nn.Sequential(*blocks)
         self.extra = conv_norm_act(cin, extra_width, 1, act=act)
         self.num_features = extra_width
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(extra_width, num_classes)
 

@@ -63,7 +63,8 @@ class ImageClassifier(L.LightningModule):
             Schedulers that set absolute LRs (OneCycleLR's ``max_lr``) override it.
         class_names: class names in label order (linked from ``data.classes``), stored in checkpoints.
         channels_last: run the backbone in channels-last memory format (faster convs on CPU and GPU).
-        compile: wrap the backbone in ``torch.compile``.
+        compile: compile the backbone with ``torch.compile`` (in place: checkpoint keys stay those of the
+            plain model, so compiled and plain checkpoints load into each other).
         nonfinite_loss: what a NaN/inf training loss does. ``raise``: stop with an error naming the step,
             epoch and batch (checkpoints already written are left untouched, so the last good ones survive);
             ``skip``: skip that batch's optimizer step with a warning (training goes on); ``ignore``: no
@@ -108,6 +109,7 @@ class ImageClassifier(L.LightningModule):
         on_schedule_change: Literal["refuse", "extend", "restart"] = "refuse",
     ) -> None:
         super().__init__()
+        self._backbone_compiled = False  # configure_model compiles once, whatever the number of stages
         self.save_hyperparameters(
             ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         )
@@ -194,8 +196,12 @@ class ImageClassifier(L.LightningModule):
     def configure_model(self) -> None:
         if self.hparams.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        if self.hparams.compile and not isinstance(self.backbone, torch._dynamo.eval_frame.OptimizedModule):
-            self.backbone = torch.compile(self.backbone)
+        if self.hparams.compile and not self._backbone_compiled:
+            # In place (nn.Module.compile), not `self.backbone = torch.compile(...)`: the wrapper would add
+            # an `_orig_mod.` prefix to every state_dict key, and compiled and plain checkpoints would no
+            # longer load into each other (pretrained weights, predict.py, export).
+            self.backbone.compile()
+            self._backbone_compiled = True
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import conv_norm_act
+from lit_vision.models.layers import GlobalAvgPool2d, conv_norm_act
 from lit_vision.models.registry import register_backbone
 
 __all__ = ["PlainCNN", "cnn"]
@@ -41,7 +41,7 @@ class PlainCNN(Backbone):
             cin = w
         self.features = nn.Sequential(*layers)
         self.num_features = cin
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_vision.models.backbone import Backbone
+from lit_vision.models.layers import GlobalAvgPool2d
 from lit_vision.models.registry import register_backbone
 
 __all__ = ["CompactCNN", "compact_cifar"]
@@ -92,7 +93,7 @@ class CompactCNN(Backbone):
             ConvBNReLU(ch(128), ch(128), kernel_size=1),
         )
         self.num_features = ch(128)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
 

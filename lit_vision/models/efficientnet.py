@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import conv_norm_act, get_activation
+from lit_vision.models.layers import GlobalAvgPool2d, conv_norm_act, get_activation
 from lit_vision.models.registry import register_variant
 
 __all__ = ["CifarEfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_tiny"]
@@ -72,9 +72,11 @@ class MBConv(nn.Module):
         layers: list[nn.Module] = []
         if expansion != 1:
             layers.append(conv_norm_act(cin, hidden, 1, act=act))
+        se = SqueezeExcitation(hidden, max(1, int(cin * se_ratio)), activation=get_activation(act))
+        se.avgpool = GlobalAvgPool2d()  # torchvision's adaptive pooling has no deterministic CUDA backward
         layers += [
             conv_norm_act(hidden, hidden, kernel_size, stride, groups=hidden, act=act),
-            SqueezeExcitation(hidden, max(1, int(cin * se_ratio)), activation=get_activation(act)),
+            se,
             conv_norm_act(hidden, cout, 1, act=None),  # linear bottleneck: no activation
         ]
         self.block = nn.Sequential(*layers)
@@ -125,7 +127,7 @@ class CifarEfficientNet(Backbone):
         self.blocks = nn.Sequential(*blocks)
         self.num_features = 4 * cin  # 1280 for B0/B1
         self.head_conv = conv_norm_act(cin, self.num_features, 1, act=act)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
 

@@ -54,7 +54,8 @@ class Ensemble(L.LightningModule):
         x = images.float().div_(255.0)
         total = None
         for m in self.members:
-            xn = m.normalize(x)
+            # normalized in fp32, then cast to the member's weight dtype (bf16-true/16-true predict runs)
+            xn = m.normalize(x).to(next(m.parameters()).dtype)
             if m.hparams.get("channels_last"):
                 xn = xn.contiguous(memory_format=torch.channels_last)
             probs = self.tta.logits(m, xn).exp() if self.tta is not None else m(xn).float().softmax(-1)

@@ -35,7 +35,7 @@ from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import BlurPool2d, conv_norm_act, get_activation
+from lit_vision.models.layers import BlurPool2d, GlobalAvgPool2d, conv_norm_act, get_activation
 from lit_vision.models.registry import register_variant
 
 __all__ = [
@@ -253,7 +253,7 @@ class GapAwareNet(Backbone):
         )
         self.norm = LayerNorm2d(dims[-1], eps=1e-6)
         self.num_features = dims[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.head = nn.Conv2d(dims[-1], num_classes, 1)  # 1x1-conv classifier on the pooled (N, C, 1, 1) map
         if seg_head:

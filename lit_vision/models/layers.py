@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-__all__ = ["ACTIVATIONS", "BlurPool2d", "conv_norm_act", "get_activation"]
+__all__ = ["ACTIVATIONS", "BlurPool2d", "GlobalAvgPool2d", "conv_norm_act", "get_activation"]
 
 #: Activation functions selectable by name in every backbone that takes ``act``.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -61,6 +61,18 @@ def conv_norm_act(
         activation_layer=None if act is None else get_activation(act),
         inplace=None,  # GELU/Mish take no ``inplace``; the others default to out-of-place
     )
+
+
+class GlobalAvgPool2d(nn.Module):
+    """(N, C, H, W) -> (N, C, 1, 1): the spatial mean, as ``nn.AdaptiveAvgPool2d(1)`` computes it.
+
+    A plain mean instead of adaptive pooling because adaptive average pooling's backward has no
+    deterministic CUDA kernel: with ``trainer.deterministic: true`` it raises in the first backward. A
+    mean over the spatial dimensions is a reduction, deterministic on every device.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean((-2, -1), keepdim=True)
 
 
 class BlurPool2d(nn.Module):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import DropBlock2d, StochasticDepth
 
 from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import get_activation
+from lit_vision.models.layers import GlobalAvgPool2d, get_activation
 from lit_vision.models.registry import register_variant
 
 __all__ = [
@@ -188,7 +188,7 @@ class CifarResNet(Backbone):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.num_features = cin
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes)
         for m in self.modules():
