@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import folder_run_args
+from helpers import HostSyncRecorder, folder_run_args
 from torch.overrides import TorchFunctionMode
 
 from lit_vision.cli import main
@@ -104,3 +104,69 @@ def test_compiled_and_plain_checkpoints_load_into_each_other(tmp_path: Path) -> 
     target.load_state_dict(torch.load(tmp_path / "plain.ckpt", weights_only=True)["state_dict"])  # strict
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------- host syncs
+SPEEDRUN = [
+    f"--config={ROOT / 'configs/speedrun/cifar10_94.yaml'}",
+    "--ema.init_args.step_updates_from_epoch=0",  # the Lookahead EMA updates inside the watched steps
+    "--model.backbone_kwargs={widths: [8, 16, 16]}",
+]
+
+
+@pytest.mark.parametrize(
+    ("configs", "flags"),
+    [
+        pytest.param([], ["--trainer.enable_progress_bar=true"], id="default-with-progress-bar"),
+        pytest.param(SPEEDRUN[:1], SPEEDRUN[1:], id="speedrun"),
+        pytest.param(TRICKS, [], id="every-trick"),
+        pytest.param([], ["--data.device_resident=true", "--model.nonfinite_loss=ignore"], id="resident"),
+    ],
+)
+def test_training_steps_read_nothing_back_from_the_device(
+    tiny_folder: Path, tmp_path: Path, configs: list[str], flags: list[str]
+) -> None:
+    """Zero host syncs per training step: from one step's start to the next, nothing in the loader, the
+    transfer hooks, training_step, the callbacks or Lightning's logging reads a device value on the host
+    (see helpers.HostSyncRecorder for what counts, and benchmarks/gpu_check.py for the count on a GPU)."""
+    args = [*configs, *folder_run_args(tiny_folder, tmp_path / "runs"), *flags]
+    # batch 2: the watched steps lie inside the first epoch (epoch ends may read the device)
+    cli = main([*args, "--trainer.max_steps=9", "--data.batch_size=2"], run=False)
+    recorder = HostSyncRecorder(start=2, steps=5)
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 9
+    assert recorder.records == [], "\n".join(recorder.records)
+
+
+def test_the_recorder_sees_a_host_read(tiny_folder: Path, tmp_path: Path) -> None:
+    """The check above can fail: a per-step .item() (nonfinite_loss: skip reads the loss every step) and
+    torchmetrics' NaN checks are caught."""
+    args = [*folder_run_args(tiny_folder, tmp_path / "runs"), "--model.nonfinite_loss=skip"]
+    cli = main([*args, "--trainer.max_steps=6"], run=False)
+    recorder = HostSyncRecorder(start=2, steps=3)
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert sum("_loss_is_finite" in r for r in recorder.records) == 3  # once per watched step
+
+
+def test_device_resident_data_trains_and_evaluates_the_same(tiny_folder: Path, tmp_path: Path) -> None:
+    """data.device_resident (indices from the loader, gathered on the device) changes where images live,
+    not what is trained on: same weights after fit (alternating flip included), same test and predict."""
+    weights, tested, predicted = [], [], []
+    for resident in (False, True):
+        args = [
+            *folder_run_args(tiny_folder, tmp_path / f"runs{resident}"),
+            f"--data.device_resident={str(resident).lower()}",
+            "--data.alternating_flip=true",
+            "--trainer.max_epochs=2",
+        ]
+        cli = main(args, run=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        weights.append({k: v.clone() for k, v in cli.model.state_dict().items()})
+        tested.append(cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0])
+        predicted.append(torch.cat(cli.trainer.predict(cli.model, datamodule=cli.datamodule)))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert tested[0] == tested[1]
+    assert torch.equal(predicted[0], predicted[1])

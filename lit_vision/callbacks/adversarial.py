@@ -68,7 +68,10 @@ def fgsm_perturb(
     with torch.no_grad():
         for b, s in zip(bn, saved, strict=True):
             b.copy_(s)
-        step = pixels_to_units(eps, module.input_std).to(x.device) * grad.float().sign()
+        # A loss scaled past fp16's range gives inf/NaN gradients: those pixels take no step (no host check,
+        # which would be a GPU sync per batch; the GradScaler backs off on its own step).
+        direction = torch.nan_to_num(grad.float().sign(), nan=0.0)
+        step = pixels_to_units(eps, module.input_std).to(x.device) * direction
         x_adv = torch.minimum(torch.maximum(x.float() + step, lo), hi).to(x.dtype)
     return x_adv.detach()
 
@@ -104,6 +107,8 @@ class FGSM(L.Callback):
             raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
         self.eps, self.adv_every, self.mode = eps, adv_every, mode
         self.test_eps, self.fp32_craft = test_eps, fp32_craft
+        self._scale: float | None = None  # 16-mixed loss scale, refreshed once per epoch
+        self._scale_epoch: int | None = None
         self._adv_acc: MulticlassAccuracy | None = None
 
     # ------------------------------------------------------------------ wiring
@@ -122,16 +127,20 @@ class FGSM(L.Callback):
         if self.fp32_craft:
             with torch.autocast(x.device.type, enabled=False):
                 return fgsm_perturb(module, x.float(), y, eps)
+        return fgsm_perturb(module, x, y, eps, loss_scale=self._loss_scale(module))
+
+    def _loss_scale(self, module: L.LightningModule) -> float | None:
+        """16-mixed: the GradScaler's scale, read on the host once per epoch (``get_scale()`` is a device
+        read, a GPU sync, so not once per batch). Other precisions: ``None``."""
         # the module's own Trainer reference: one kept here would be copied with EMA's copy of the module
         trainer = module._trainer
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
-        scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
-        x_adv = fgsm_perturb(module, x, y, eps, loss_scale=scale)
-        if scale is not None and not bool(torch.isfinite(x_adv).all()):
-            # The scaled loss overflowed fp16 (the scaler will back off on its own step): craft in fp32.
-            with torch.autocast(x.device.type, enabled=False):
-                x_adv = fgsm_perturb(module, x.float(), y, eps).to(x.dtype)
-        return x_adv
+        if scaler is None or not scaler.is_enabled():
+            return None
+        epoch = trainer.current_epoch if trainer is not None else -1
+        if self._scale_epoch != epoch:
+            self._scale, self._scale_epoch = float(scaler.get_scale()), epoch
+        return self._scale
 
     def _transform(
         self, module: L.LightningModule, x: Tensor, y: Tensor, batch_idx: int

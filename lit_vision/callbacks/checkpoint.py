@@ -9,8 +9,8 @@
 * ``LastCheckpoint`` (a second, unmonitored ``ModelCheckpoint``) rewrites ``last.ckpt`` at every save point.
 * ``InterruptCheckpoint`` (a ``Checkpoint`` on the public ``on_exception`` hook) saves ``interrupted.ckpt``
   when ``fit`` stops on an exception: SIGTERM (Lightning turns it into ``SIGTERMException`` on every rank),
-  KeyboardInterrupt, a non-finite loss, any error. It is written beside the run's other checkpoints and
-  deleted when a later ``fit`` in the same directory completes.
+  KeyboardInterrupt, any error except a non-finite loss (whose weights may already be NaN). It is written
+  beside the run's other checkpoints and deleted when a later ``fit`` in the same directory completes.
 
 All three use public Lightning APIs only (``CheckpointIO``, ``ModelCheckpoint`` arguments and
 ``load_state_dict``, the ``Checkpoint`` hooks). ``tests/test_lightning_contract.py`` pins the state keys
@@ -187,9 +187,17 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training_started = True
 
-    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if trainer.state.fn != "fit" or not self.dirpath:
             return  # validate/test/predict have no training state to save
+        if isinstance(exception, FloatingPointError):
+            # A non-finite loss is noticed some steps late (model.nonfinite_check_every_n_steps): the weights
+            # may already hold NaN/inf, and `--ckpt_path last` would pick them up. The earlier checkpoints
+            # are the state to resume from.
+            rank_zero_warn(f"{self.ckpt_path} not written: the run stopped on a non-finite loss.")
+            return
         if not self._training_started:
             # An error while setting up (e.g. a resume refused in configure_optimizers): the state is
             # half-restored, and the checkpoint being resumed is still intact. Writing this one would make

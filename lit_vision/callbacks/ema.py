@@ -12,9 +12,11 @@ what it gets wrong for us:
   Lightning's swap (``a, b = b, a`` through the model's dtype) would round the fp32 average to half
   precision at every validation. Here the model's own weights are backed up and restored instead, so the
   average is never rounded.
-* **Update.** One foreach ``lerp`` per (device, dtype) group (``torch.optim.swa_utils.get_ema_multi_avg_fn``)
-  instead of a Python loop over tensors; integer buffers (BatchNorm's ``num_batches_tracked``) are copied,
-  not averaged. BatchNorm running statistics are averaged like weights (``use_buffers=True``).
+* **Update.** One foreach ``lerp`` over every floating tensor instead of ``AveragedModel.update_parameters``,
+  which reads its update counter on the host twice per update (two GPU syncs) and regroups the tensors each
+  time; the update count is kept on the host here, the tensor lists are built once. Integer buffers
+  (BatchNorm's ``num_batches_tracked``) are copied, not averaged. BatchNorm running statistics are averaged
+  like weights (``use_buffers=True``).
 * **Warmup** (opt-in): timm ``ModelEmaV3``'s decay ramp, for runs too short for a fixed decay to forget the
   initial weights, or airbench94's ramp over the run's progress.
 * **Lookahead** (opt-in): the average is copied into the model after each update (airbench94).
@@ -23,23 +25,20 @@ what it gets wrong for us:
   ``current_model_state``: the raw weights), so a resumed fit continues exactly.
 
 ``WeightAveraging`` has no public accessor for its state, so this subclass reads and sets its private
-members ``_average_model``, ``_latest_update_step``, ``_latest_update_epoch``, ``_kwargs`` and calls
-``_copy_average_to_current``: this module is the one place, and ``tests/test_lightning_contract.py`` pins
-them.
+members ``_average_model``, ``_latest_update_step`` and ``_latest_update_epoch``: this module is the one
+place, and ``tests/test_lightning_contract.py`` pins them.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 __all__ = ["EMA"]
 
@@ -62,23 +61,6 @@ def ema_decay(
     if warmup == "progress":
         return decay * min(1.0, step / max(1, total_steps)) ** power
     return decay
-
-
-def _ema_multi_avg_fn(decay_of: Callable[[Tensor], float]) -> Any:
-    """Foreach EMA update with the decay ``decay_of(num_averaged)``, tolerating a model dtype different from
-    the (fp32) average's."""
-
-    @torch.no_grad()
-    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        # AveragedModel groups by the *average's* (device, dtype); the model's tensors may be bf16/fp16.
-        current = [c if c.dtype == a.dtype else c.to(a.dtype) for a, c in zip(averaged, current, strict=True)]
-        if not torch.is_floating_point(averaged[0]):
-            # counters such as num_batches_tracked: an average of step counts means nothing
-            torch._foreach_copy_(averaged, current)
-        else:
-            get_ema_multi_avg_fn(decay_of(num_averaged))(averaged, current, num_averaged)
-
-    return update
 
 
 class EMA(EMAWeightAveraging):
@@ -138,16 +120,52 @@ class EMA(EMAWeightAveraging):
         self.decay, self.warmup, self.warmup_power = decay, warmup, warmup_power
         self.lookahead, self.step_updates_from_epoch = lookahead, step_updates_from_epoch
         self._step, self._total_steps = 0, 1  # for the progress warmup; set before each update
-        # Lightning passes avg_fn=get_ema_avg_fn (one tensor at a time); use the foreach form instead.
-        self._kwargs.pop("avg_fn", None)
-        self._kwargs["multi_avg_fn"] = _ema_multi_avg_fn(self._decay_of)
         self._backup: list[Tensor] | None = None
+        #: updates so far, the initial copy included (AveragedModel's n_averaged, mirrored on the host)
+        self._updates = 0
+        #: (average, model) tensor lists: floating ones (averaged) and integer ones (copied); built once
+        self._lists: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]] | None = None
 
-    def _decay_of(self, num_averaged: Tensor) -> float:
-        # int(): one host sync per update (only the `updates` warmup reads it), like those
-        # AveragedModel.update_parameters already makes on n_averaged in the same call
-        updates = int(num_averaged) if self.warmup == "updates" else 0
-        return ema_decay(self.decay, self.warmup, self.warmup_power, updates, self._step, self._total_steps)
+    def _tensor_lists(self, pl_module: L.LightningModule) -> tuple[list[Tensor], ...]:
+        if self._lists is None:
+            pairs = self._pairs(pl_module)
+            floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+            ints = [(a, c) for a, c in pairs if not a.is_floating_point()]
+            self._lists = (
+                [a for a, _ in floats], [c for _, c in floats], [a for a, _ in ints], [c for _, c in ints]
+            )  # fmt: skip
+        return self._lists
+
+    @torch.no_grad()
+    def _update_average(self, pl_module: L.LightningModule) -> None:
+        """``average <- decay * average + (1 - decay) * weights`` (the first update copies): a foreach op per
+        group and no host read of a device value."""
+        assert self._average_model is not None
+        avg_f, cur_f, avg_i, cur_i = self._tensor_lists(pl_module)
+        # the model may run in bf16/fp16 (or on another device than a `device: cpu` average)
+        cur_f = [
+            c if c.dtype == a.dtype and c.device == a.device else c.to(a)
+            for a, c in zip(avg_f, cur_f, strict=True)
+        ]
+        if self._updates == 0:
+            torch._foreach_copy_(avg_f, cur_f)
+        else:
+            decay = ema_decay(
+                self.decay, self.warmup, self.warmup_power, self._updates, self._step, self._total_steps
+            )
+            torch._foreach_lerp_(avg_f, cur_f, 1.0 - decay)
+        for a, c in zip(avg_i, cur_i, strict=True):  # counters: an average of step counts means nothing
+            a.copy_(c)
+        self._average_model.n_averaged += 1  # kept for checkpoints; a device add, not a read
+        self._updates += 1
+
+    @torch.no_grad()
+    def _load_average(self, pl_module: L.LightningModule) -> None:
+        """Copy the average into the model (Lookahead, end of training)."""
+        avg_f, cur_f, avg_i, cur_i = self._tensor_lists(pl_module)
+        for average, current in ((avg_f, cur_f), (avg_i, cur_i)):
+            for a, c in zip(average, current, strict=True):
+                c.copy_(a)
 
     # ------------------------------------------------------------------ updates
     def on_train_batch_end(
@@ -156,21 +174,33 @@ class EMA(EMAWeightAveraging):
         if self.step_updates_from_epoch is not None and trainer.current_epoch < self.step_updates_from_epoch:
             return
         self._step, self._total_steps = trainer.global_step, max(1, int(trainer.estimated_stepping_batches))
-        before = self._latest_update_step
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Lightning's rule (WeightAveraging.on_train_batch_end) with the update done here
+        updated = trainer.global_step > self._latest_update_step and self.should_update(
+            step_idx=trainer.global_step - 1
+        )
+        if updated:
+            self._update_average(pl_module)
+            self._latest_update_step = trainer.global_step
         if not (self.lookahead and self.has_average):
             return
-        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
-        if self._latest_update_step != before or last_of_epoch:
+        if updated or batch_idx + 1 >= trainer.num_training_batches:
             # Lookahead: training continues from the average. At the epoch's last batch too, before validation
             # and the end-of-epoch checkpoint, so a resumed run starts where a straight one goes on.
-            self._copy_average_to_current(pl_module)
+            self._load_average(pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's rule (WeightAveraging.on_train_epoch_end) with the update done here
+        epoch = trainer.current_epoch
+        if epoch > self._latest_update_epoch and self.should_update(epoch_idx=epoch):
+            self._step = trainer.global_step
+            self._update_average(pl_module)
+            self._latest_update_epoch = epoch
 
     # ------------------------------------------------------------------ state
     @property
     def has_average(self) -> bool:
         """Whether the average has been updated at least once (before that it is just a stale copy)."""
-        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+        return self._average_model is not None and self._updates > 0
 
     @property
     def average_module(self) -> L.LightningModule | None:
@@ -184,6 +214,7 @@ class EMA(EMAWeightAveraging):
                 "ignore", message=".*WeightAveraging callback with a model that overrides"
             )
             super().setup(trainer, pl_module, stage)
+        self._updates, self._lists = 0, None  # a fresh average (a resume sets the count from its checkpoint)
         if self._average_model is not None:
             # Created before the precision plugin converts the model, but make fp32 explicit: a half-precision
             # average loses updates smaller than its resolution (1 - decay = 1e-3 is below bf16's 2^-8).
@@ -219,7 +250,7 @@ class EMA(EMAWeightAveraging):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.has_average:  # a run shorter than the delayed start keeps its own (trained) weights
-            self._copy_average_to_current(pl_module)
+            self._load_average(pl_module)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -251,3 +282,4 @@ class EMA(EMAWeightAveraging):
         if self._average_model is None:
             return  # validate/test/predict: the checkpoint's state_dict already holds the averaged weights
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        self._updates = int(self._average_model.n_averaged)  # one host read, when resuming

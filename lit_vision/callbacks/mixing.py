@@ -26,6 +26,14 @@ from lit_vision.seeding import run_seed
 __all__ = ["MixUpCutMix"]
 
 
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device``; to CUDA through pinned memory, so the host does not wait for the copy
+    (the caching host allocator keeps the pinned block until the copy has run)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class MixUpCutMix(L.Callback):
     """MixUp/CutMix on every training batch (validation and test never mix).
 
@@ -137,19 +145,25 @@ class MixUpCutMix(L.Callback):
         p = self.draw(n, h, w)
         if not p["apply"].any():
             return x, y
-        dev = x.device
-        perm = torch.from_numpy(p["perm"]).to(dev)
-        lam = torch.from_numpy(p["lam"]).to(dev, torch.float32)  # (N,)
+        # The draws come from a host RNG (seeded per epoch and rank: exact resumes). They travel in two
+        # blocks (integers, lambdas), each copied from pinned memory without blocking the host (a copy from
+        # pageable memory makes the host wait: a GPU sync per tensor).
+        ints = np.concatenate([p["perm"][:, None], p["cutmix"][:, None], p["boxes"]], axis=1)  # (N, 6)
+        ints_d, lam = (
+            _to_device(torch.from_numpy(a), x.device)
+            for a in (ints.astype(np.int64), p["lam"].astype(np.float32))
+        )
+        perm, cut, boxes = ints_d[:, 0], ints_d[:, 1].bool(), ints_d[:, 2:]  # (N,), (N,), (N, 4)
         target = F.one_hot(y, num_classes).float() if y.ndim == 1 else y.float()
         soft = lam[:, None] * target + (1.0 - lam[:, None]) * target[perm]  # (N, K)
 
         partner = x[perm]
-        cut = torch.from_numpy(p["cutmix"]).to(dev)
+        dev = x.device
         # MixUp weight per sample: lam where MixUp applies, 1 (keep x) where CutMix or nothing does.
         blend = torch.where(cut, torch.ones_like(lam), lam).view(n, 1, 1, 1).to(x.dtype)
         out = blend * x + (1.0 - blend) * partner
         if p["cutmix"].any():
-            b = torch.from_numpy(p["boxes"]).to(dev)  # (N, 4)
+            b = boxes  # (N, 4) = y0, y1, x0, x1
             ys = torch.arange(h, device=dev).view(1, h, 1)
             xs = torch.arange(w, device=dev).view(1, 1, w)
             inside = (ys >= b[:, 0, None, None]) & (ys < b[:, 1, None, None])

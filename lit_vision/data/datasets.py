@@ -24,6 +24,8 @@ class TensorImageDataset(Dataset):
         indices: the samples of this view (default: all).
         transform: optional per-sample callable on a (3, H, W) uint8 tensor (the albumentations path).
         return_index: also return each sample's index into ``images`` (for prediction writers).
+        gather: return the images; ``False`` returns their indices into ``images`` in their place, (B,)
+            int64, for a datamodule that keeps ``images`` on the device and gathers there.
     """
 
     def __init__(
@@ -33,12 +35,16 @@ class TensorImageDataset(Dataset):
         indices: Tensor | None = None,
         transform: Callable[[Tensor], Tensor] | None = None,
         return_index: bool = False,
+        gather: bool = True,
     ) -> None:
+        if not gather and transform is not None:
+            raise ValueError("A per-sample transform needs the images: gather=False cannot apply one.")
         self.images = images
         self.targets = targets
         self.indices = torch.arange(len(targets)) if indices is None else indices
         self.transform = transform
         self.return_index = return_index
+        self.gather = gather
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -48,6 +54,9 @@ class TensorImageDataset(Dataset):
 
     def __getitems__(self, batch: Sequence[int]) -> tuple[Tensor, ...]:
         idx = self.indices[torch.as_tensor(batch, dtype=torch.long)]
+        if not self.gather:
+            out = (idx, self.targets[idx])  # the images' indices stand in for them
+            return (*out, idx) if self.return_index else out
         images = self.images[idx]  # (B, 3, H, W) uint8
         if self.transform is not None:
             images = torch.stack([self.transform(img) for img in images])

@@ -92,7 +92,11 @@ class BatchAugment(nn.Module):
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 or [0, 255] float images -> normalized float32."""
-        return torch.addcmul(self.shift.to(x.device), x.float(), self.scale.to(x.device))
+        if self.scale.device != x.device:
+            # The module lives in the datamodule, which Lightning never moves: move the constants once, on the
+            # first batch, instead of copying them host -> device with every batch (a host sync each on CUDA).
+            self.to(x.device)
+        return torch.addcmul(self.shift, x.float(), self.scale)
 
     def forward(self, x: Tensor, train: bool = False, flip: Tensor | None = None) -> Tensor:
         """``flip``: (N,) bool, which images to flip (alternating flip); ``None``: a coin per image."""

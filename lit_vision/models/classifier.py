@@ -14,12 +14,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
 from lit_vision.models.factory_args import left_unset
 from lit_vision.models.losses import SoftTargetCrossEntropy
+from lit_vision.models.metrics import DeviceMean
 from lit_vision.models.registry import create_backbone
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs, fills_total_steps
 from lit_vision.seeding import run_seed
@@ -65,10 +66,14 @@ class ImageClassifier(L.LightningModule):
         channels_last: run the backbone in channels-last memory format (faster convs on CPU and GPU).
         compile: compile the backbone with ``torch.compile`` (in place: checkpoint keys stay those of the
             plain model, so compiled and plain checkpoints load into each other).
-        nonfinite_loss: what a NaN/inf training loss does. ``raise``: stop with an error naming the step,
-            epoch and batch (checkpoints already written are left untouched, so the last good ones survive);
-            ``skip``: skip that batch's optimizer step with a warning (training goes on); ``ignore``: no
-            check (saves one host sync per step on GPU).
+        nonfinite_loss: what a NaN/inf training loss does. ``raise``: stop with an error naming the first
+            such step, epoch and batch; the loss is watched on the device and read every
+            ``nonfinite_check_every_n_steps`` steps, before every validation and before every checkpoint is
+            written, so no checkpoint holds weights trained past a NaN and the last good ones survive.
+            ``skip``: skip that batch's optimizer step with a warning (training goes on; this reads the loss
+            on the host every step, one GPU sync per step); ``ignore``: no check.
+        nonfinite_check_every_n_steps: with ``nonfinite_loss: raise``, read the device-side flag every this
+            many optimizer steps (one host sync each time; 1: stop at the failing step itself).
         reseed_every_epoch: reseed torch, numpy and random at the start of every training epoch from (the
             run's seed, the epoch, the rank): shuffling, crops and dropout of an epoch do not depend on how
             the run got there, so ``fit`` resumed from an end-of-epoch checkpoint repeats the straight run
@@ -104,6 +109,7 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         nonfinite_loss: Literal["raise", "skip", "ignore"] = "raise",
+        nonfinite_check_every_n_steps: int = 100,
         reseed_every_epoch: bool = True,
         pretrained_weights: str | None = None,
         on_schedule_change: Literal["refuse", "extend", "restart"] = "refuse",
@@ -115,6 +121,10 @@ class ImageClassifier(L.LightningModule):
         )
         if nonfinite_loss not in ("raise", "skip", "ignore"):
             raise ValueError(f"nonfinite_loss must be 'raise', 'skip' or 'ignore', got {nonfinite_loss!r}")
+        if nonfinite_check_every_n_steps < 1:
+            raise ValueError(
+                f"nonfinite_check_every_n_steps must be >= 1, got {nonfinite_check_every_n_steps}"
+            )
         if on_schedule_change not in ("refuse", "extend", "restart"):
             raise ValueError(
                 f"on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}"
@@ -145,15 +155,16 @@ class ImageClassifier(L.LightningModule):
         self.input_size = 32
 
         top5 = min(5, num_classes)
-        # Training accuracy is updated every step: skip torchmetrics' input validation there (a few ms per
-        # step on CPU); the loss has already checked the targets.
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        # No torchmetrics input validation: it reads the targets' range on the host every batch (a GPU sync,
+        # and a few ms per step on CPU); the loss has already checked the targets (a bad label fails there).
+        acc = {"average": "micro", "validate_args": False}
+        self.train_acc = MulticlassAccuracy(num_classes, **acc)
+        self.val_acc = MulticlassAccuracy(num_classes, **acc)
+        self.test_acc = MulticlassAccuracy(num_classes, **acc)
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, **acc)
         # Epoch losses as metrics: averaged over every sample of every rank with one sync at epoch end
-        # (self.log(sync_dist=True) would all-reduce every step).
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # (self.log(sync_dist=True) would all-reduce every step); DeviceMean never reads the device per batch.
+        self.train_loss, self.val_loss, self.test_loss = DeviceMean(), DeviceMean(), DeviceMean()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
 
@@ -167,6 +178,9 @@ class ImageClassifier(L.LightningModule):
         self._schedule_horizon: int | None = None
         self._resuming: dict[str, Any] | None = None
         self._schedule_fix: tuple[list[dict[str, Any]], int] | None = None
+        #: nonfinite_loss=raise: (global step, epoch, batch) of the first non-finite loss, kept on the device
+        #: (-1 while every loss was finite) and read only at the checks (see _raise_if_nonfinite)
+        self._first_nonfinite: Tensor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies (EMA's deepcopy, pickling) get no callback hooks and no optimizer/scheduler factories: the
@@ -176,7 +190,7 @@ class ImageClassifier(L.LightningModule):
         state["_train_batch_transforms"] = []
         state["eval_forward"] = None
         state["optimizer_factory"] = state["scheduler_factory"] = None
-        state["_resuming"] = state["_schedule_fix"] = None
+        state["_resuming"] = state["_schedule_fix"] = state["_first_nonfinite"] = None
         return state
 
     # ------------------------------------------------------------------ callback hooks
@@ -243,6 +257,7 @@ class ImageClassifier(L.LightningModule):
         rank_zero_info(f"{type(self.backbone).__name__}: initialized from {len(images)} training images.")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_nonfinite()  # never write weights trained past a NaN/inf loss
         # What prediction and export need besides the weights and hparams: the training image size.
         checkpoint["lit_vision"] = {"input_size": self.input_size, "schedule_horizon": self._schedule_horizon}
 
@@ -301,28 +316,63 @@ class ImageClassifier(L.LightningModule):
             x, y = transform(self, x, y, batch_idx)
         logits = self(x)
         loss = self.criterion(logits, y)
-        if self.hparams.nonfinite_loss != "ignore" and not self._loss_is_finite(loss):
-            where = (
-                f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx} of the epoch)"
+        mode = self.hparams.nonfinite_loss
+        if mode == "skip" and not self._loss_is_finite(loss):
+            rank_zero_warn(
+                f"Non-finite training loss ({loss.item()}) at {self._where(self.global_step, batch_idx)}: "
+                "optimizer step skipped."
             )
-            if self.hparams.nonfinite_loss == "skip":
-                rank_zero_warn(
-                    f"Non-finite training loss ({loss.item()}) at {where}: optimizer step skipped."
-                )
-                return None  # Lightning skips backward and the optimizer step for this batch
-            raise FloatingPointError(
-                f"Non-finite training loss ({loss.item()}) at {where}. Checkpoints written before this step "
-                "are kept. Try a lower learning rate, gradient clipping (trainer.gradient_clip_val), "
-                "32-true precision, or model.nonfinite_loss=skip to step over such batches."
-            )
+            return None  # Lightning skips backward and the optimizer step for this batch
+        if mode == "raise":
+            self._watch_nonfinite(loss, batch_idx)
+            if (self.global_step + 1) % self.hparams.get("nonfinite_check_every_n_steps", 100) == 0:
+                self._raise_if_nonfinite()
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
         self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
-        self.train_loss(loss.detach(), weight=len(y))
-        # Same names Lightning gives an on_step + on_epoch log: the step value is this rank's own.
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.train_loss(loss, weight=len(y))
+        if self._trainer is None or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            # Only on the steps Lightning writes logs (its rule with one batch per optimizer step): a step
+            # value in the progress bar or the logs is read on the host, a GPU sync every step otherwise.
+            # Same name Lightning gives an on_step + on_epoch log: the value is this rank's own.
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _where(self, step: int, batch_idx: int, epoch: int | None = None) -> str:
+        epoch = self.current_epoch if epoch is None else epoch
+        return f"global step {step} (epoch {epoch}, batch {batch_idx} of the epoch)"
+
+    def _watch_nonfinite(self, loss: Tensor, batch_idx: int) -> None:
+        """Remember the first non-finite loss on the device: three tiny kernels, no host read."""
+        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
+            self._first_nonfinite = torch.full((3,), -1, dtype=torch.long, device=loss.device)
+        first = self._first_nonfinite
+        fresh = ~torch.isfinite(loss.detach()) & (first[0] < 0)
+        here = (self.global_step, self.current_epoch, batch_idx)
+        for i, value in enumerate(here):  # Python ints go to the kernels as arguments, not as copies
+            first[i] = torch.where(fresh, value, first[i])
+
+    def _raise_if_nonfinite(self) -> None:
+        """One host read of the device-side record; raises if a loss was non-finite on any rank."""
+        if self._first_nonfinite is None:
+            return
+        first = self._first_nonfinite
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # all ranks stop together (the others would wait forever in the next all-reduce); the first bad
+            # step of any rank: -1 means none, so compare as max over "step or -1"
+            first = self.trainer.strategy.reduce(first.clone(), reduce_op="max")
+        step, epoch, batch = (int(v) for v in first.tolist())
+        if step < 0:
+            return
+        # the record stays: any later checkpoint write in this run raises too
+        raise FloatingPointError(
+            f"Non-finite training loss at {self._where(step, batch, epoch)} (noticed at global step "
+            f"{self.global_step}; model.nonfinite_check_every_n_steps sets how often the loss is read). "
+            "Checkpoints written before this step are kept. Try a lower learning rate, gradient clipping "
+            "(trainer.gradient_clip_val), 32-true precision, or model.nonfinite_loss=skip to step over such "
+            "batches."
+        )
 
     def _loss_is_finite(self, loss: Tensor) -> bool:
         """Whether the loss is finite on every rank: under DDP all ranks must skip or stop together, or the
@@ -341,6 +391,13 @@ class ImageClassifier(L.LightningModule):
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
         return logits.detach()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "fit":  # validation inside fit: do not score NaN weights as an epoch
+            self._raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self._raise_if_nonfinite()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check's untrained weights must not count as a best
