@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 
 from lit_vision.callbacks import FGSM, fgsm_perturb
 from lit_vision.data import ImageDataModule
@@ -52,14 +53,7 @@ def test_perturbation_is_eps_in_pixel_space_and_stays_in_range() -> None:
 def test_adversarial_loss_exceeds_clean_loss_on_trained_model(tiny_folder: Path) -> None:
     model = ImageClassifier("compact_cifar", num_classes=3, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
     dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
-    L.Trainer(
-        max_epochs=8,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, datamodule=dm)
+    quiet_trainer(max_epochs=8).fit(model, datamodule=dm)
     model.eval()
     x, y, *_ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     with torch.no_grad():
@@ -132,15 +126,7 @@ def test_robust_accuracy_is_below_clean_and_falls_with_eps(tiny_folder: Path) ->
     model = ImageClassifier("compact_cifar", num_classes=3, optimizer=partial(torch.optim.Adam, lr=0.01))
     dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
     fgsm = FGSM(eps=0.0, test_eps=0.0)  # no adversarial training: the attack's effect stays visible
-    trainer = L.Trainer(
-        max_epochs=4,
-        callbacks=[fgsm],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=4, callbacks=[fgsm])
     trainer.fit(model, datamodule=dm)
     results = {}
     for eps in (0.0, 2 / 255, 16 / 255):

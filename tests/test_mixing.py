@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import quiet_trainer
 
 from lit_vision.callbacks import MixUpCutMix
 from lit_vision.data import ImageDataModule
@@ -102,16 +102,7 @@ def test_training_mixes_validation_does_not_and_stop_epoch(tiny_folder: Path, tm
         return forward(logits, target)
 
     model.criterion.forward = spy
-    trainer = L.Trainer(
-        max_epochs=3,
-        callbacks=[MixUpCutMix(stop_epoch=2)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=3, callbacks=[MixUpCutMix(stop_epoch=2)], num_sanity_val_steps=0)
     trainer.fit(model, datamodule=ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
     train = [(e, nd) for training, e, nd in seen if training]
     val = [nd for training, _, nd in seen if not training]
@@ -141,16 +132,7 @@ def test_label_smoothing_is_applied_once_with_mixing(tiny_folder: Path) -> None:
         return loss
 
     model.criterion.forward, model.training_step = spy, step
-    trainer = L.Trainer(
-        max_steps=4,
-        callbacks=[MixUpCutMix()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_steps=4, callbacks=[MixUpCutMix()], limit_val_batches=0)
     trainer.fit(model, datamodule=ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12))
     assert len(seen) == len(returned) == 4
     for (logits, target), loss in zip(seen, returned, strict=True):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
+from helpers import quiet_trainer
 from torch import nn
 
 from lit_vision.callbacks import TestTimeAugmentation as TTACallback  # not collected as a test class
@@ -94,15 +94,7 @@ def test_active_in_test_and_predict_only(tiny_folder: Path) -> None:
 
     tta.logits = counting
     dm = ImageDataModule("imagefolder", tiny_folder, batch_size=8, val_size=12)
-    trainer = L.Trainer(
-        max_epochs=1,
-        callbacks=[tta],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=1, callbacks=[tta])
     trainer.fit(model, datamodule=dm)
     assert calls == []  # training and validation: plain forward
     trainer.test(model, datamodule=dm, verbose=False)
