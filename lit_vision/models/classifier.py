@@ -359,8 +359,8 @@ class ImageClassifier(L.LightningModule):
             return
         first = self._first_nonfinite
         if self._trainer is not None and self.trainer.world_size > 1:
-            # all ranks stop together (the others would wait forever in the next all-reduce); the first bad
-            # step of any rank: -1 means none, so compare as max over "step or -1"
+            # all ranks stop together (the others would wait forever in the next all-reduce); max over the
+            # ranks' records: -1 where a rank saw none, else the latest of the ranks' first bad steps
             first = self.trainer.strategy.reduce(first.clone(), reduce_op="max")
         step, epoch, batch = (int(v) for v in first.tolist())
         if step < 0:
