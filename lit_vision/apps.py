@@ -7,10 +7,24 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 
 from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP
 
-__all__ = ["add_checkpoint_arguments", "exit_on_error"]
+__all__ = ["add_checkpoint_arguments", "exit_on_error", "runs_on_cuda"]
+
+
+def runs_on_cuda(accelerator: Any = "auto") -> bool:
+    """Whether ``accelerator`` (a Trainer's name for it, or an Accelerator) puts the model on CUDA devices.
+
+    ``auto`` asks ``CUDAAccelerator.is_available()``, which counts devices through NVML where it can: unlike
+    ``torch.cuda.is_available()`` it does not initialize CUDA in this process, so fork-based strategies
+    (``ddp_fork``, ``ddp_notebook``) can still start their workers afterwards."""
+    if isinstance(accelerator, Accelerator):
+        return isinstance(accelerator, CUDAAccelerator)
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, ensemble: bool = False) -> None:

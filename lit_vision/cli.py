@@ -36,15 +36,16 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.plugins import LayerSync
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_vision.apps import runs_on_cuda
 from lit_vision.callbacks import (
     EMA,
     FGSM,
@@ -63,6 +64,7 @@ from lit_vision.data import DatasetError, ImageDataModule
 from lit_vision.loggers import WandbLogger, WandbRunId
 from lit_vision.models import ImageClassifier, ScheduleChangeError
 from lit_vision.models.checkpoints import CheckpointError, read_checkpoint
+from lit_vision.plugins import SyncBatchNorm
 
 __all__ = ["TRICK_KEYS", "LitVisionCLI", "main", "run"]
 
@@ -157,7 +159,7 @@ class LitVisionCLI(LightningCLI):
                 wandb.place_under(first_dir)  # runs/wandb/ beside runs/<name>/version_N/
             config["logger"] = [*loggers, wandb]
             extra.append(WandbRunId())
-        if config.get("sync_batchnorm") and not _runs_on_cuda(config.get("accelerator", "auto")):
+        if config.get("sync_batchnorm") and not runs_on_cuda(config.get("accelerator", "auto")):
             # torch's SyncBatchNorm raises on CPU tensors: the same config then trains on CPU with
             # per-process BatchNorm statistics instead of failing at the first batch.
             rank_zero_warn(
@@ -167,6 +169,10 @@ class LitVisionCLI(LightningCLI):
             config["sync_batchnorm"] = False
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if config.get("sync_batchnorm") and not any(isinstance(plugin, LayerSync) for plugin in plugins):
+            # Lightning's own conversion drops what timm's BatchNorm+activation layers add (plugins/)
+            plugins.append(SyncBatchNorm())
+            config["plugins"] = plugins
         strategy = config.get("strategy", "auto")
         strategy_name = (strategy if isinstance(strategy, str) else type(strategy).__name__).lower()
         sharded = any(name in strategy_name for name in ("fsdp", "deepspeed", "model_parallel"))
@@ -265,18 +271,11 @@ class LitVisionCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _before_run
 
 
-def _runs_on_cuda(accelerator: Any) -> bool:
-    """Whether ``trainer.accelerator`` (a name or an Accelerator) puts the model on CUDA devices."""
-    if isinstance(accelerator, Accelerator):
-        return isinstance(accelerator, CUDAAccelerator)
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
 def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
     """Run the CLI; ``args`` (a list, as on the command line) lets tests drive it from Python."""
     # The batched data path serves in-memory tensor slices: DataLoader workers would only add overhead.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    if torch.cuda.is_available():
+    if runs_on_cuda():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls/convs on Ampere and newer
     return LitVisionCLI(
         ImageClassifier,

@@ -126,9 +126,19 @@ class RankRecorder(L.Callback):
     the number of samples this rank processed in each loop, so a test can check the sharding.
     """
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, weights: bool = False) -> None:
         self.out_dir = Path(out_dir)
+        self.weights = weights  # also rank<R>-weights-{start,end}.pt: the backbone's parameters
         self.seen: dict[str, int] = {"train": 0, "val": 0, "test": 0}
+
+    def _save_weights(self, trainer, pl_module, when: str) -> None:
+        if self.weights:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            params = {n: p.detach().clone() for n, p in pl_module.backbone.named_parameters()}
+            torch.save(params, self.out_dir / f"rank{trainer.global_rank}-weights-{when}.pt")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._save_weights(trainer, pl_module, "start")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen["train"] += len(batch[1])
@@ -150,6 +160,7 @@ class RankRecorder(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._dump(trainer, "fit")
+        self._save_weights(trainer, pl_module, "end")
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._dump(trainer, "test")
@@ -161,21 +172,30 @@ class RankRecorder(L.Callback):
 
 class StopAt(L.Callback):
     """Stops ``fit`` after global step ``step``: ``sigterm`` (the process signals itself, as a scheduler or
-    ``kill`` would), ``keyboard`` (Ctrl+C), or ``clean`` (``trainer.should_stop`` at the epoch's end)."""
+    ``kill`` would), ``sigterm_raised`` (the SIGTERMException that Lightning raises on every rank once a DDP
+    run agreed to stop: a signal inside a gloo collective makes Lightning's own handler race, so DDP tests
+    start from its outcome), ``keyboard`` (Ctrl+C), ``error`` (a RuntimeError, as a bug or a bad batch would
+    raise), or ``clean`` (``trainer.should_stop`` at the epoch's end). ``rank``: only in that process."""
 
-    def __init__(self, step: int, how: str = "sigterm") -> None:
-        self.step, self.how = step, how
+    def __init__(self, step: int, how: str = "sigterm", rank: int | None = None) -> None:
+        self.step, self.how, self.rank = step, how, rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step != self.step:
+        if trainer.global_step != self.step or self.rank not in (None, trainer.global_rank):
             return
         if self.how == "sigterm":
             import os
             import signal
 
             os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler raises at the next batch
+        elif self.how == "sigterm_raised":
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
         elif self.how == "keyboard":
             raise KeyboardInterrupt
+        elif self.how == "error":
+            raise RuntimeError(f"StopAt: error on rank {trainer.global_rank} at step {self.step}")
         else:
             trainer.should_stop = True
 

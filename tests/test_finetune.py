@@ -131,3 +131,28 @@ def test_timm_pretrained_download_failure_is_explained(monkeypatch) -> None:
     monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
     with pytest.raises(RuntimeError, match=r"Could not download pretrained weights for timm/resnet18"):
         create_backbone("timm/resnet18", num_classes=10, pretrained=True)
+
+
+def test_resume_after_unfreezing_keeps_training_the_backbone(tiny_folder: Path, tmp_path: Path) -> None:
+    """Resumed past ``unfreeze_backbone_at_epoch``, the backbone trains on (Lightning's own callback
+    restores the optimizer group but leaves the parameters frozen)."""
+    args = [
+        "--config=configs/finetune_imagefolder.yaml",
+        f"--data.data_dir={tiny_folder}",
+        "--data.val_size=12",
+        "--data.batch_size=16",
+        "--finetuning.init_args.unfreeze_backbone_at_epoch=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.logger.init_args.version=0",
+        *QUIET,
+    ]
+    first = main(["fit", *args, "--trainer.max_epochs=2"])
+    groups = len(first.trainer.optimizers[0].param_groups)  # the head's groups + the one added at epoch 1
+    last = tmp_path / "finetune_imagefolder" / "version_0" / "checkpoints" / "last.ckpt"
+    snaps = Snapshots()
+    cli = main([*args, "--trainer.max_epochs=3"], run=False)
+    cli.trainer.callbacks.append(snaps)
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=last)
+    before, after = snaps.body
+    assert not torch.equal(before, after), "the resumed epoch 2 must train the backbone"
+    assert len(cli.trainer.optimizers[0].param_groups) == groups  # restored, not added a second time

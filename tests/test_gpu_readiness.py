@@ -3,6 +3,7 @@ deterministic kernels, and compiled checkpoints that load like plain ones."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,130 @@ def test_device_resident_data_trains_and_evaluates_the_same(tiny_folder: Path, t
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert tested[0] == tested[1]
     assert torch.equal(predicted[0], predicted[1])
+
+
+# ---------------------------------------------------------------------- sync_batchnorm (issue: GPU readiness)
+def test_sync_batchnorm_plugin_keeps_timm_norm_act_and_reverts_to_the_built_model() -> None:
+    """Lightning's conversion turns timm's BatchNorm+activation layers into plain SyncBatchNorm (no
+    activation); the plugin keeps the activation, and revert puts back the very layers it replaced, holding
+    the trained tensors. (Without a process group SyncBatchNorm computes plain BatchNorm: same outputs.)"""
+    pytest.importorskip("timm")
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from lit_vision.plugins import SyncBatchNorm
+
+    model = ImageClassifier("timm/mobilenetv3_small_050", num_classes=4)
+    model.configure_model()
+    x = torch.randn(4, 3, 32, 32)
+    originals = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    norm_act = [n for n, m in originals.items() if type(m).__name__ == "BatchNormAct2d"]
+    assert norm_act, "the test needs a timm model with BatchNormAct2d layers"
+    model.eval()
+    expected = model(x)
+
+    # what the plugin exists for: Lightning's conversion keeps the activation as an unused child
+    lightning = TorchSyncBatchNorm().apply(copy.deepcopy(model))
+    assert type(lightning.get_submodule(norm_act[0])) is torch.nn.SyncBatchNorm
+    assert not torch.allclose(lightning(x), expected, atol=1e-3)
+
+    plugin = SyncBatchNorm()
+    synced = plugin.apply(model)
+    assert all(isinstance(synced.get_submodule(n), torch.nn.SyncBatchNorm) for n in originals)
+    assert all(type(synced.get_submodule(n)).__name__ == "SyncBatchNormAct" for n in norm_act)
+    synced.on_fit_start()  # the model's own check accepts the plugin's conversion
+    torch.testing.assert_close(synced(x), expected)
+
+    synced.train()
+    synced(x)  # a training step moves the running statistics
+    trained = {k: v.clone() for k, v in synced.state_dict().items()}
+    reverted = plugin.revert(synced)
+    assert all(reverted.get_submodule(n) is m for n, m in originals.items())
+    for key, value in reverted.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
+    assert reverted.training
+
+
+def test_sync_batchnorm_refusals() -> None:
+    """What would train wrong or slowly is refused, naming the layer: a BatchNorm subclass whose forward
+    nobody can keep; a timm norm-act layer already flattened by Lightning's conversion; compile."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from lit_vision.plugins import SyncBatchNorm
+
+    class ScaledBN(torch.nn.BatchNorm2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), ScaledBN(4))
+    with pytest.raises(ValueError, match=r"layer '1' is a .*ScaledBN, a BatchNorm subclass with its own"):
+        SyncBatchNorm().apply(net)
+
+    compiled = ImageClassifier("resnet_tiny", num_classes=3, compile=True)
+    compiled.configure_model()  # compiles in place (lazily: nothing is traced here)
+    compiled = TorchSyncBatchNorm().apply(compiled)
+    with pytest.raises(ValueError, match=r"torch.compile cannot trace SyncBatchNorm .* BatchNorm layers"):
+        compiled.on_fit_start()
+
+    if pytest.importorskip("timm"):
+        flattened = ImageClassifier("timm/mobilenetv3_small_050", num_classes=4)
+        flattened.configure_model()
+        flattened = TorchSyncBatchNorm().apply(flattened)
+        with pytest.raises(ValueError, match=r"a BatchNormAct2d, whose forward does more than normalize"):
+            flattened.on_fit_start()
+
+
+def test_cli_installs_the_sync_batchnorm_plugin(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer.sync_batchnorm on a CUDA run gets lit_vision's plugin (on CPU it is dropped with a notice,
+    see test_distributed); a LayerSync plugin the user names is kept."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from lit_vision.plugins import SyncBatchNorm
+
+    monkeypatch.setattr("lit_vision.cli.runs_on_cuda", lambda accelerator="auto": True)
+    args = [
+        *folder_run_args(tiny_folder, tmp_path),
+        "--trainer.accelerator=cpu",  # the Trainer is only built here, never run
+        "--trainer.strategy=ddp",
+        "--trainer.devices=1",
+        "--trainer.sync_batchnorm=true",
+    ]
+    # Lightning keeps the chosen LayerSync on the strategy (no public accessor)
+    cli = main(args, run=False)
+    assert type(cli.trainer.strategy._layer_sync) is SyncBatchNorm
+    plugins = '--trainer.plugins=[{"class_path": "lightning.pytorch.plugins.TorchSyncBatchNorm"}]'
+    cli = main([*args, plugins], run=False)
+    assert type(cli.trainer.strategy._layer_sync) is TorchSyncBatchNorm
+
+
+def test_nothing_asks_cuda_before_the_trainer_starts(tiny_folder: Path, tmp_path: Path) -> None:
+    """Fork-based strategies (ddp_fork, ddp_notebook) need a parent process that has not initialized CUDA:
+    importing lit_vision and building the CLI's Trainer must not call torch.cuda.is_available() or
+    device_count() (Lightning's NVML-based CUDAAccelerator.is_available() is the fork-safe way)."""
+    script = f"""
+import inspect, sys, torch
+calls = []
+def spy(name, real):
+    def wrapper(*args, **kwargs):
+        caller = inspect.stack()[1].filename
+        if "lit_vision" in caller:
+            calls.append((name, caller))
+        return real(*args, **kwargs)
+    return wrapper
+torch.cuda.is_available = spy("is_available", torch.cuda.is_available)
+torch.cuda.device_count = spy("device_count", torch.cuda.device_count)
+import pkgutil, importlib, lit_vision
+for mod in pkgutil.walk_packages(lit_vision.__path__, "lit_vision."):
+    if mod.name != "lit_vision.models.__main__" and not mod.name.endswith("__main__"):
+        importlib.import_module(mod.name)
+from lit_vision.cli import main
+main({folder_run_args(tiny_folder, tmp_path)!r}, run=False)
+print("CALLS", calls)
+sys.exit(1 if calls else 0)
+"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

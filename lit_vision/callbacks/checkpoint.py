@@ -29,6 +29,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -149,7 +150,9 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class InterruptCheckpoint(Checkpoint):
-    """Save ``interrupted.ckpt`` when ``fit`` stops on an exception (SIGTERM, Ctrl+C, errors).
+    """Save ``interrupted.ckpt`` when ``fit`` stops on an exception (SIGTERM, Ctrl+C, errors). Under DDP only
+    on SIGTERM, which Lightning turns into an exception on every process at the same step: after any other
+    exception the other processes may be inside a collective, and the save's barriers would hang them.
 
     A ``Checkpoint`` on Lightning's public ``on_exception`` hook, not an ``OnExceptionCheckpoint``: Lightning
     treats the presence of one as "resume from the last checkpoint" whenever ``fit`` gets no ``ckpt_path``
@@ -197,6 +200,18 @@ class InterruptCheckpoint(Checkpoint):
             # may already hold NaN/inf, and `--ckpt_path last` would pick them up. The earlier checkpoints
             # are the state to resume from.
             rank_zero_warn(f"{self.ckpt_path} not written: the run stopped on a non-finite loss.")
+            return
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+            # Writing is collective (barriers around the save). Lightning raises SIGTERMException on every
+            # process at the same step (it broadcasts the signal first); any other exception may have hit
+            # this process alone while the others wait inside a collective of the step, and a barrier here
+            # would hang them all until the collective timeout instead of letting the launcher stop the job.
+            warnings.warn(
+                f"[rank {trainer.global_rank}] {self.ckpt_path} not written: under {trainer.world_size} "
+                "processes only a SIGTERM (preemption, scancel, kill) stops every process at the same step. "
+                "Resume from the last checkpoint: --ckpt_path last.",
+                stacklevel=2,
+            )
             return
         if not self._training_started:
             # An error while setting up (e.g. a resume refused in configure_optimizers): the state is

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -371,7 +372,9 @@ class ImageDataModule(L.LightningDataModule):
             drop_last=train,  # a tiny last batch would give noisy BN statistics; eval never drops
             num_workers=workers,
             collate_fn=passthrough_collate,
-            pin_memory=torch.cuda.is_available(),
+            # page-locked batches copy to a GPU asynchronously; only when this run trains on one (asking
+            # torch.cuda here would initialize CUDA before a fork-based strategy starts its workers)
+            pin_memory=isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator),
             persistent_workers=workers > 0,
             worker_init_fn=worker_init_fn if workers > 0 else None,
         )

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
 from lit_vision.models.factory_args import left_unset
+from lit_vision.models.layers import own_forward_batchnorms
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.metrics import DeviceMean
 from lit_vision.models.registry import create_backbone
@@ -116,6 +117,7 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self._backbone_compiled = False  # configure_model compiles once, whatever the number of stages
+        self._own_forward_bns: dict[str, type] = {}  # set by configure_model; checked by on_fit_start
         self.save_hyperparameters(
             ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         )
@@ -208,6 +210,8 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
+        # before the strategy sees the model: SyncBatchNorm conversion (trainer.sync_batchnorm) comes next
+        self._own_forward_bns = own_forward_batchnorms(self.backbone)
         if self.hparams.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if self.hparams.compile and not self._backbone_compiled:
@@ -542,6 +546,36 @@ class ImageClassifier(L.LightningModule):
         hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
         self._schedule_fix = (hyper, position)
         return scheduler
+
+    def on_fit_start(self) -> None:
+        self._check_sync_batchnorm()
+
+    def _check_sync_batchnorm(self) -> None:
+        """``trainer.sync_batchnorm`` combinations that would train wrong or slowly, refused with a reason."""
+        synced = [name for name, m in self.backbone.named_modules() if isinstance(m, nn.SyncBatchNorm)]
+        if not synced:
+            return
+        if self.hparams.compile:
+            # pytorch/pytorch#161302: dynamo cannot trace SyncBatchNorm's collective, so the graph breaks at
+            # every BatchNorm (and some versions fail to compile it at all, #107372)
+            raise ValueError(
+                "model.compile with trainer.sync_batchnorm: torch.compile cannot trace SyncBatchNorm and "
+                f"would split the backbone's graph at each of its {len(synced)} BatchNorm layers. Turn one "
+                "off: trainer.sync_batchnorm: false (per-process BatchNorm statistics, fine at per-GPU "
+                "batches of 32 and more) or model.compile: false."
+            )
+        dropped = [
+            n for n in self._own_forward_bns if type(self.backbone.get_submodule(n)) is nn.SyncBatchNorm
+        ]
+        if dropped:
+            cls = self._own_forward_bns[dropped[0]]
+            raise ValueError(
+                f"trainer.sync_batchnorm turned backbone.{dropped[0]} (a {cls.__qualname__}, whose forward "
+                "does more than normalize, e.g. timm's BatchNorm + activation) into a plain SyncBatchNorm: "
+                "it would train without what its forward adds. Use lit_vision's plugin, which keeps it: "
+                "Trainer(sync_batchnorm=True, plugins=[lit_vision.plugins.SyncBatchNorm()]) (train.py "
+                "does this)."
+            )
 
     def on_train_start(self) -> None:
         self._resuming = None  # restored by now; the checkpoint dict is Lightning's to free

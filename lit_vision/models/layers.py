@@ -14,9 +14,17 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops import Conv2dNormActivation
 
-__all__ = ["ACTIVATIONS", "BlurPool2d", "GlobalAvgPool2d", "conv_norm_act", "get_activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "BlurPool2d",
+    "GlobalAvgPool2d",
+    "conv_norm_act",
+    "get_activation",
+    "own_forward_batchnorms",
+]
 
 #: Activation functions selectable by name in every backbone that takes ``act``.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -106,3 +114,15 @@ class BlurPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+def own_forward_batchnorms(model: nn.Module) -> dict[str, type]:
+    """The BatchNorm layers of ``model`` whose class overrides ``forward`` (name -> class), such as timm's
+    ``BatchNormAct2d``: what a conversion to ``nn.SyncBatchNorm`` would reduce to a plain BatchNorm."""
+    return {
+        name: type(m)
+        for name, m in model.named_modules()
+        if isinstance(m, _BatchNorm)
+        and not isinstance(m, nn.SyncBatchNorm)
+        and type(m).forward is not _BatchNorm.forward
+    }

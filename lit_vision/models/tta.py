@@ -91,8 +91,11 @@ class TestTimeViews:
         n = x.shape[0]
         stacked = torch.cat([v.apply(x) for v in views])  # (V*N, C, H, W), view-major
         logits = torch.cat([model(chunk) for chunk in stacked.split(self.max_batch)]).float()
-        weights = torch.tensor([v.weight for v in views], device=x.device).view(-1, 1, 1)
+        per_view = logits.view(len(views), n, -1)  # (V, N, K)
+        if self.average == "probs":
+            per_view = per_view.softmax(-1)
+        # Python-float weights: no (V,) weight tensor copied to the device for every batch
+        mean = sum(v.weight * t for v, t in zip(views, per_view.unbind(0), strict=True))
         if self.average == "logits":
-            return (weights * logits.view(len(views), n, -1)).sum(0)
-        probs = logits.softmax(-1).view(len(views), n, -1)  # (V, N, K)
-        return (weights * probs).sum(0).clamp_min(torch.finfo(torch.float32).tiny).log()
+            return mean
+        return mean.clamp_min(torch.finfo(torch.float32).tiny).log()
