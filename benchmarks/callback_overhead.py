@@ -6,6 +6,7 @@ path: ``TestTimeAugmentation.logits`` (6 views) against one ``model(x)`` on the 
 
     python benchmarks/callback_overhead.py               # real CIFAR-10 from ../shared
     python benchmarks/callback_overhead.py --synthetic   # random images, no dataset needed
+    python benchmarks/callback_overhead.py --device cuda # on the GPU (images resident there)
 
 Targets on CPU with the compact CNN: EMA <= 1.05x, FGSM (adv_every=1, replace) <= 2.2x, TTA (6 views)
 <= 6.5x one forward.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from common import StepTimer, add_data_arguments, load_data
+from common import StepTimer, add_data_arguments, load_data, synchronize
 from fit_overhead import make_model
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, TestTimeAugmentation
@@ -36,7 +37,7 @@ VARIANTS: dict[str, Callable[[], list[L.Callback]]] = {
 
 
 def seconds_per_step(dm: ImageDataModule, args: argparse.Namespace, callbacks: list[L.Callback]) -> float:
-    timer = StepTimer(args.warmup)
+    timer = StepTimer(args.warmup, args.device)
     trainer = L.Trainer(
         max_steps=args.steps,
         limit_val_batches=0,
@@ -45,7 +46,8 @@ def seconds_per_step(dm: ImageDataModule, args: argparse.Namespace, callbacks: l
         enable_model_summary=False,
         logger=False,
         callbacks=[timer, *callbacks],
-        accelerator="cpu",
+        accelerator=args.device,
+        devices=1,
     )
     trainer.fit(make_model(args), datamodule=dm)
     return (timer.end - timer.start) / (args.steps - args.warmup)
@@ -54,10 +56,10 @@ def seconds_per_step(dm: ImageDataModule, args: argparse.Namespace, callbacks: l
 def tta_ratio(dm: ImageDataModule, args: argparse.Namespace) -> tuple[float, float, float]:
     """One forward and 6-view TTA on a batch of ``--tta-batch`` eval images, alternated 8 times: median
     seconds of each and the median of the paired ratios (robust to load drifts, like the step ratios)."""
-    model = make_model(args)
+    model = make_model(args).to(args.device)
     model.configure_model()
     model.eval()
-    images = dm._train_full.images[dm._val_idx[: args.tta_batch]]
+    images = dm._train_full.images[dm._val_idx[: args.tta_batch]].to(args.device)
     x = dm.batch_transform(images, train=False)
     tta = TestTimeAugmentation(hflip=True, translate=2)
     assert len(tta.views) == 6
@@ -66,8 +68,10 @@ def tta_ratio(dm: ImageDataModule, args: argparse.Namespace) -> tuple[float, flo
         model(x), tta.logits(model, x)  # warm-up
         for _ in range(8):
             for name, fn in (("forward", lambda: model(x)), ("tta", lambda: tta.logits(model, x))):
+                synchronize(args.device)
                 start = time.perf_counter()
                 fn()
+                synchronize(args.device)
                 times[name].append(time.perf_counter() - start)
     ratios = [t / f for t, f in zip(times["tta"], times["forward"], strict=True)]
     return statistics.median(times["forward"]), statistics.median(times["tta"]), statistics.median(ratios)

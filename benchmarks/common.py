@@ -1,4 +1,5 @@
-"""Set-up shared by the benchmark scripts: the data (real CIFAR-10 JPEGs or generated images) and a timer.
+"""Set-up shared by the benchmark scripts: the data (real CIFAR-10 JPEGs or generated images), the device
+(``--device cpu|cuda``) and a timer that synchronizes with it.
 
 Scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.path`` and they import it as
 ``common``.
@@ -16,48 +17,90 @@ import torch
 from lit_vision.data import ImageDataModule
 from lit_vision.data.synthetic import make_imagefolder
 
-__all__ = ["DEFAULT_DATA", "StepTimer", "add_data_arguments", "load_data"]
+__all__ = [
+    "DEFAULT_DATA",
+    "StepTimer",
+    "add_data_arguments",
+    "add_device_argument",
+    "describe_device",
+    "load_data",
+    "synchronize",
+]
 
 #: the real CIFAR-10 training JPEGs beside the checkout (``../shared/data/cifar10``)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``, ``--synthetic``, ``--backbone``, ``--batch-size`` and ``--log-dir``."""
+    """``--data-dir``, ``--synthetic``, ``--backbone``, ``--batch-size``, ``--log-dir`` and ``--device``."""
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--synthetic", action="store_true", help="generated images instead of a dataset")
     parser.add_argument("--backbone", default="compact_cifar")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
+    add_device_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda``: where the benchmark runs (a Lightning accelerator name as well)."""
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default: cpu)"
+    )
+
+
+def describe_device(device: str) -> str:
+    """The device in words for the printed header; exits with a message when CUDA is asked for and absent."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(
+                "--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)"
+            )
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work: GPU kernels run asynchronously, so a host clock read without this
+    measures only how fast work was queued."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def load_data(args: argparse.Namespace) -> ImageDataModule:
-    """The set-up datamodule (1,000 images held out, channels-last), seeded; prints what is measured."""
+    """The set-up datamodule (1,000 images held out, channels-last, resident on a GPU), seeded; prints what
+    is measured."""
     L.seed_everything(0, verbose=False)
     data_dir = args.data_dir
     if args.synthetic:
         data_dir = make_imagefolder(Path(args.log_dir) / "synthetic", 10, n_train=600, n_test=None)
     dm = ImageDataModule(
-        "imagefolder", data_dir, batch_size=args.batch_size, val_size=1000, channels_last=True
+        "imagefolder",
+        data_dir,
+        batch_size=args.batch_size,
+        val_size=1000,
+        channels_last=True,
+        # on a GPU the images live there (the plain loops keep them there too): no per-step copies timed
+        device_resident=args.device == "cuda",
     )
     dm.setup("fit")
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {data_dir}, {args.backbone}, "
-        f"batch {args.batch_size}"
-    )
+    print(f"{describe_device(args.device)}, data {data_dir}, {args.backbone}, batch {args.batch_size}")
     return dm
 
 
 class StepTimer(L.Callback):
     """Wall time from the start of batch ``warmup`` to the end of the last batch (epoch-end work such as
-    checkpoint writes is not counted: the plain loops have none)."""
+    checkpoint writes is not counted: the plain loops have none). On ``cuda`` it synchronizes at those two
+    points only, so the steps in between overlap with the GPU as they do in a real run."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
+    def __init__(self, warmup: int, device: str = "cpu") -> None:
+        self.warmup, self.device, self.start, self.end = warmup, device, 0.0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup and not self.start:
+            synchronize(self.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= trainer.max_steps > 0:  # the last step: wait for its kernels
+            synchronize(self.device)
         self.end = time.perf_counter()

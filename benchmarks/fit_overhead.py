@@ -6,6 +6,7 @@ timed. Rounds alternate (plain, Lightning, plain, ...) so drifts in machine load
 
     python benchmarks/fit_overhead.py                       # real CIFAR-10 from ../shared
     python benchmarks/fit_overhead.py --synthetic           # random images, no dataset needed
+    python benchmarks/fit_overhead.py --device cuda         # on the GPU (data moved there once, both sides)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import warnings
 
 import lightning as L
 import torch
-from common import StepTimer, add_data_arguments, load_data
+from common import StepTimer, add_data_arguments, load_data, synchronize
 
 from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
@@ -36,7 +37,7 @@ def make_model(args: argparse.Namespace) -> ImageClassifier:
 
 def lightning_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
     model = make_model(args)
-    timer = StepTimer(args.warmup)
+    timer = StepTimer(args.warmup, args.device)
     trainer = L.Trainer(
         max_steps=args.steps,
         limit_val_batches=0,
@@ -45,30 +46,33 @@ def lightning_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
         enable_model_summary=False,
         logger=L.pytorch.loggers.CSVLogger(args.log_dir, name="fit_overhead"),
         callbacks=[timer],
-        accelerator="cpu",
+        accelerator=args.device,
+        devices=1,
     )
     trainer.fit(model, datamodule=dm)
     return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
 
 
 def plain_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
-    model = make_model(args)
+    model = make_model(args).to(args.device)
     model.configure_model()  # channels_last, exactly as Lightning calls it
     model.train()
     optimizer = torch.optim.SGD(
         model.parameter_groups(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=args.steps + 1)
-    images = dm._train_full.images
-    targets = dm._train_full.targets
-    train_idx = dm._train_idx
+    # on the device once, as ``load_data`` keeps them for Lightning's side (``data.device_resident``)
+    images = dm._train_full.images.to(args.device)
+    targets = dm._train_full.targets.to(args.device)
+    train_idx = dm._train_idx.to(args.device)
     augment = dm.batch_transform
     start = 0.0
     step = 0
     while step < args.steps:
-        perm = train_idx[torch.randperm(len(train_idx))]
+        perm = train_idx[torch.randperm(len(train_idx), device=args.device)]
         for i in range(len(perm) // args.batch_size):
             if step == args.warmup:
+                synchronize(args.device)
                 start = time.perf_counter()
             idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
             x = augment(images[idx], train=True)
@@ -81,6 +85,7 @@ def plain_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
             step += 1
             if step == args.steps:
                 break
+    synchronize(args.device)
     return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
 
 

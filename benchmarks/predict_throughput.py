@@ -4,8 +4,11 @@ Both sides are timed end to end: load the checkpoint, scan the input folder, dec
 with the same ``PredictDataset`` and DataLoader settings, run the same model; ours adds the Trainer,
 Lightning's predict loop, the ensemble wrapper and the CSV writer. The model's weights
 are random (speed does not depend on them). Rounds alternate the two sides; the median ratio is reported.
+Both sides run fp32 (``--precision`` picks another mode for both); on ``--device cuda`` both pin the
+decoded batches and copy them without blocking, as ``predict.py`` does there.
 
     python benchmarks/predict_throughput.py [--images DIR] [--limit 5000] [--rounds 3]
+    python benchmarks/predict_throughput.py --device cuda --precision bf16-mixed --workers 8
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_device_argument, describe_device, synchronize
 from torch.utils.data import DataLoader
 
 from lit_vision.data.files import PredictDataset, collect_inputs
@@ -37,17 +41,23 @@ def write_checkpoint(path: Path, backbone: str) -> ImageClassifier:
     return model
 
 
-def plain_loop(ckpt: Path, folder: Path, batch_size: int, workers: int) -> float:
+def plain_loop(ckpt: Path, folder: Path, args: argparse.Namespace) -> float:
     """End to end like ``predict``: load the checkpoint, scan, decode, forward (nothing written)."""
     start = time.perf_counter()
-    model = load_classifier(ckpt)
+    model = load_classifier(ckpt).to(args.device)
     dataset = PredictDataset(collect_inputs([str(folder)], model.class_names), model.input_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    cuda = args.device == "cuda"
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers, pin_memory=cuda
+    )
     model.backbone.to(memory_format=torch.channels_last)
-    with torch.no_grad():
+    autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
+    with torch.no_grad(), torch.autocast(args.device, autocast or torch.float32, enabled=bool(autocast)):
         for images, *_ in loader:
+            images = images.to(args.device, non_blocking=True)
             x = model.normalize(images.float() / 255.0).contiguous(memory_format=torch.channels_last)
-            model(x).softmax(-1)
+            model(x).float().softmax(-1).cpu()  # the probabilities back on the host, as the CSV needs
+    synchronize(args.device)
     return time.perf_counter() - start
 
 
@@ -59,6 +69,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    add_device_argument(parser)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
@@ -71,12 +83,12 @@ def main() -> None:
     write_checkpoint(ckpt, args.backbone)
     n = len(files)
     print(
-        f"{n} images from {args.images}, backbone {args.backbone}, batch {args.batch_size}, "
-        f"{args.workers} workers, torch threads {torch.get_num_threads()}"
+        f"{describe_device(args.device)}: {n} images from {args.images}, backbone {args.backbone}, "
+        f"batch {args.batch_size}, {args.workers} workers, {args.precision}"
     )
     ratios = []
     for r in range(args.rounds):
-        plain = plain_loop(ckpt, folder, args.batch_size, args.workers)
+        plain = plain_loop(ckpt, folder, args)
         start = time.perf_counter()
         predict(
             [ckpt],
@@ -84,7 +96,9 @@ def main() -> None:
             tmp / "preds.csv",
             batch_size=args.batch_size,
             num_workers=args.workers,
-            accelerator="cpu",
+            accelerator=args.device,
+            devices=1,
+            precision=args.precision,
             enable_progress_bar=False,
         )
         ours = time.perf_counter() - start

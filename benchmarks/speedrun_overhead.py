@@ -11,6 +11,9 @@ Lightning, ...) in one process so drifts in machine load hit both alike; the fir
 each round are not timed.
 
     python benchmarks/speedrun_overhead.py --steps 12 --warmup 2 --rounds 3     # real CIFAR-10 from ../shared
+    python benchmarks/speedrun_overhead.py --device cuda --steps 100 --warmup 20  # GPU, images resident there
+
+(The GPU comparison against airbench's own trainer, accuracy included, is ``speedrun_gpu.py``.)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from common import DEFAULT_DATA, StepTimer
+from common import DEFAULT_DATA, StepTimer, add_device_argument, describe_device, synchronize
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main
@@ -46,6 +49,10 @@ def build(args: argparse.Namespace, *extra: str) -> object:
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
             f"--trainer.logger.init_args.save_dir={args.log_dir}",
+            f"--trainer.accelerator={args.device}",
+            "--trainer.devices=1",
+            # on a GPU the images live there, as in the plain loop: no per-step copies timed on either side
+            f"--data.device_resident={str(args.device == 'cuda').lower()}",
             *extra,
         ],
         run=False,
@@ -54,7 +61,7 @@ def build(args: argparse.Namespace, *extra: str) -> object:
 
 def lightning_round(args: argparse.Namespace) -> float:
     cli = build(args)
-    timer = StepTimer(args.warmup)
+    timer = StepTimer(args.warmup, args.device)
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
@@ -69,18 +76,21 @@ def plain_round(args: argparse.Namespace) -> float:
     model.input_mean.copy_(torch.as_tensor(dm.mean))
     model.input_std.copy_(torch.as_tensor(dm.std))
     model.init_backbone_from_data(dm)
+    model.to(args.device)
     model.configure_model()
     model.train()
     optimizer = model.build_optimizer(batch_size=args.batch_size)
     scheduler = build_scheduler(model.scheduler_factory, optimizer, args.steps)
-    images, targets = dm._train_full.images, dm._train_full.targets
-    train_idx = dm._train_idx
+    images = dm._train_full.images.to(args.device)
+    targets = dm._train_full.targets.to(args.device)
+    train_idx = dm._train_idx.to(args.device)
     average = None  # airbench's LookaheadState: float state, lerped toward the model, copied back
     start, step, epoch = 0.0, 0, 0
     while step < args.steps:
-        perm = train_idx[torch.randperm(len(train_idx))]
+        perm = train_idx[torch.randperm(len(train_idx), device=args.device)]
         for i in range(len(perm) // args.batch_size):
             if step == args.warmup:
+                synchronize(args.device)
                 start = time.perf_counter()
             idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
             x = dm.augment_train_batch(images[idx], idx, epoch)
@@ -101,6 +111,7 @@ def plain_round(args: argparse.Namespace) -> float:
             if step == args.steps:
                 break
         epoch += 1
+    synchronize(args.device)
     return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
 
 
@@ -113,12 +124,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--log-dir", default="/tmp/lit_vision_bench")
+    add_device_argument(parser)
     args = parser.parse_args()
     args.batch_size = yaml.safe_load(CONFIG.read_text())["data"]["batch_size"]  # for images/s
     warnings.filterwarnings("ignore")
     L.seed_everything(0, verbose=False)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {args.data_dir}, {CONFIG.name}, "
+        f"{describe_device(args.device)}, data {args.data_dir}, {CONFIG.name}, "
         f"{args.steps - args.warmup} timed steps x {args.rounds} rounds"
     )
     plain, lit = [], []

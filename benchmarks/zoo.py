@@ -6,6 +6,7 @@ torch uses by default (``torch.get_num_threads()`` is printed). Prints a Markdow
 
     python benchmarks/zoo.py                       # every backbone, batch 128, channels_last
     python benchmarks/zoo.py --pattern "resnet*" --batch-size 64
+    python benchmarks/zoo.py --device cuda --batch-size 512 --steps 20 --warmup 5 --precision bf16-mixed
 """
 
 from __future__ import annotations
@@ -16,29 +17,35 @@ import statistics
 import time
 
 import torch
+from common import add_device_argument, describe_device, synchronize
 
 from lit_vision.models import create_backbone, list_backbones
 from lit_vision.models.profiling import count_macs, count_params
 
 
-def throughput(name: str, batch_size: int, steps: int, warmup: int, channels_last: bool) -> float:
-    """Forward + backward images/s of backbone ``name``."""
+def throughput(name: str, args: argparse.Namespace) -> float:
+    """Forward + backward images/s of backbone ``name`` (each step timed between device synchronizations)."""
     torch.manual_seed(0)
-    model = create_backbone(name, num_classes=10).train()
-    x = torch.randn(batch_size, 3, 32, 32)
-    y = torch.randint(0, 10, (batch_size,))
-    if channels_last:
+    model = create_backbone(name, num_classes=10).train().to(args.device)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=args.device)
+    y = torch.randint(0, 10, (args.batch_size,), device=args.device)
+    if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = torch.nn.CrossEntropyLoss()
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
     times = []
-    for i in range(warmup + steps):
+    for i in range(args.warmup + args.steps):
+        synchronize(args.device)
         t0 = time.perf_counter()
-        loss_fn(model(x), y).backward()
+        with torch.autocast(args.device, dtype or torch.float32, enabled=dtype is not None):
+            loss = loss_fn(model(x), y)
+        loss.backward()  # no grad scaler: fp16 gradients may underflow, which does not change the time
         model.zero_grad(set_to_none=True)
-        if i >= warmup:
+        synchronize(args.device)
+        if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    return batch_size / statistics.median(times)
+    return args.batch_size / statistics.median(times)
 
 
 def main() -> None:
@@ -48,19 +55,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per backbone")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per backbone")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    add_device_argument(parser)
     args = parser.parse_args()
 
+    where = describe_device(args.device)
+    if args.device == "cpu":
+        where += f", {platform.processor() or platform.machine()}"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, "
-        f"batch {args.batch_size}, channels_last={args.channels_last}, median of {args.steps} steps\n"
+        f"{where}, batch {args.batch_size}, {args.precision}, channels_last={args.channels_last}, "
+        f"median of {args.steps} steps\n"
     )
-    print("| backbone | params | MACs / image (32x32) | train images/s (fwd+bwd, CPU) |")
+    device = "GPU" if args.device == "cuda" else "CPU"
+    print(f"| backbone | params | MACs / image (32x32) | train images/s (fwd+bwd, {device}) |")
     print("| --- | ---: | ---: | ---: |")
     for name in list_backbones(args.pattern):
         model = create_backbone(name, num_classes=10)
         params, macs = count_params(model), count_macs(model, 32)
-        ips = throughput(name, args.batch_size, args.steps, args.warmup, args.channels_last)
+        ips = throughput(name, args)
         print(f"| `{name}` | {params / 1e6:.2f}M | {macs / 1e6:,.0f}M | {ips:,.0f} |", flush=True)
 
 

@@ -13,7 +13,7 @@ from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 
 from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP
 
-__all__ = ["add_checkpoint_arguments", "exit_on_error", "runs_on_cuda"]
+__all__ = ["add_checkpoint_arguments", "exit_on_error", "inference_precision", "runs_on_cuda"]
 
 
 def runs_on_cuda(accelerator: Any = "auto") -> bool:
@@ -24,7 +24,19 @@ def runs_on_cuda(accelerator: Any = "auto") -> bool:
     (``ddp_fork``, ``ddp_notebook``) can still start their workers afterwards."""
     if isinstance(accelerator, Accelerator):
         return isinstance(accelerator, CUDAAccelerator)
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    # "gpu" is CUDA when there is one, else Apple's MPS (Lightning's rule)
+    return accelerator == "cuda" or (accelerator in ("auto", "gpu") and CUDAAccelerator.is_available())
+
+
+def inference_precision(accelerator: Any = "auto") -> str:
+    """What ``--precision auto`` means for inference: ``bf16-mixed`` on a CUDA GPU with bf16 units (Ampere and
+    later), ``16-mixed`` on older ones (no grad scaler is needed without a backward), ``32-true`` elsewhere
+    (CPUs gain little from autocast and lose exactness). Asks CUDA only once the run is known to use it."""
+    if not runs_on_cuda(accelerator):
+        return "32-true"
+    import torch
+
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, ensemble: bool = False) -> None:

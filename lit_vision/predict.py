@@ -6,6 +6,9 @@ per input: ``index, path, target, prediction, confidence, error, prob_<class>...
 checkpoint. Several ``--ckpt`` average their probabilities (an ensemble); ``--tta`` averages flipped and
 translated views. Unreadable files get an ``error`` and the run goes on. With labels, the accuracy is printed
 and written to ``<out>.summary.json``.
+
+On a CUDA GPU the defaults change to what is fast there: bf16 autocast (``--precision auto``), pinned host
+memory for the batches, and every TTA view of a batch in one forward pass.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_vision.apps import add_checkpoint_arguments, exit_on_error
+from lit_vision.apps import add_checkpoint_arguments, exit_on_error, inference_precision, runs_on_cuda
 from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.data.files import PredictDataset, PredictItem, collect_inputs
 from lit_vision.data.sources import DatasetError
 from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.ensemble import Ensemble
+from lit_vision.models.tta import TestTimeViews
 
 __all__ = ["build_parser", "main", "predict", "predict_items"]
 
@@ -42,7 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_arguments(parser, ensemble=True)
     parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     parser.add_argument("--tta", action="store_true", help="average over flipped/translated views")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+    parser.add_argument(
+        "--tta-batch",
+        type=int,
+        default=None,
+        help="images per forward pass under --tta (a batch's views are chunked to it); default: 256 on CPU\n"
+        "(chunks that stay in CPU caches), every view of a batch at once on CUDA",
+    )
     parser.add_argument(
         "--num-workers", type=int, default=None, help="decoding processes (default: min(4, CPUs); 0: inline)"
     )
@@ -51,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     parser.add_argument("--devices", default="1", help="devices (Lightning); >1 runs DDP, same output")
-    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPU (Lightning)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="Lightning precision, e.g. 32-true for exact fp32 on a GPU; auto (default): bf16-mixed on a\n"
+        "CUDA GPU with bf16 (16-mixed on older ones), 32-true elsewhere",
+    )
     return parser
 
 
@@ -72,8 +88,16 @@ def predict_items(
     ``callbacks``) all run it."""
     dataset = PredictDataset(items, model.input_size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    accelerator = trainer_kwargs.get("accelerator", "auto")
+    if trainer_kwargs.get("precision") == "auto":
+        trainer_kwargs = {**trainer_kwargs, "precision": inference_precision(accelerator)}
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=False,
+        pin_memory=runs_on_cuda(accelerator),  # page-locked batches: the copy to the GPU runs asynchronously
     )
     out = Path(out)
     writer = PredictionWriter(str(out.parent), out.name, item_paths=[it.path for it in items])
@@ -86,7 +110,7 @@ def predict_items(
     trainer = L.Trainer(callbacks=[writer, *callbacks], **trainer_kwargs)
     batches = trainer.predict(model, loader, return_predictions=keep_probs)
     probs = torch.cat(batches) if keep_probs and batches else None  # type: ignore[arg-type]
-    return writer.summary, probs
+    return {**writer.summary, "precision": trainer.precision}, probs
 
 
 def predict(
@@ -98,11 +122,18 @@ def predict(
     num_workers: int | None = None,
     data_dir: str | Path | None = None,
     trust_checkpoint: bool = False,
+    tta_batch: int | None = None,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
-    """Write the prediction CSV; return the summary (images, failed, labelled, accuracy).
-    ``trust_checkpoint`` allows checkpoints with pickled objects (see ``lit_vision.models.checkpoints``)."""
-    ensemble = Ensemble([load_classifier(c, trust_checkpoint) for c in checkpoints], tta=tta)
+    """Write the prediction CSV; return the summary (images, failed, labelled, accuracy, precision).
+    ``trust_checkpoint`` allows checkpoints with pickled objects (see ``lit_vision.models.checkpoints``).
+    ``tta_batch``: images per forward pass under ``tta``; ``None``: 256 on CPU, a whole batch's views on
+    CUDA. ``precision="auto"`` in ``trainer_kwargs``: see ``lit_vision.apps.inference_precision``."""
+    if tta_batch is None:
+        on_cuda = runs_on_cuda(trainer_kwargs.get("accelerator", "auto"))
+        tta_batch = len(TestTimeViews().views) * batch_size if on_cuda else 256
+    members = [load_classifier(c, trust_checkpoint) for c in checkpoints]
+    ensemble = Ensemble(members, tta=tta, tta_max_batch=tta_batch)
     items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
     summary, _ = predict_items(ensemble, items, out, batch_size, num_workers, **trainer_kwargs)
     summary = {**summary, "checkpoints": [str(c) for c in checkpoints], "tta": tta, "csv": str(out)}
@@ -127,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             num_workers=args.num_workers,
             data_dir=args.data_dir,
             trust_checkpoint=args.trust_checkpoint,
+            tta_batch=args.tta_batch,
             accelerator=args.accelerator,
             devices=_devices(args.devices),
             precision=args.precision,

@@ -29,6 +29,7 @@ def _process_state() -> Iterator[None]:
         os.environ.pop(key, None)
     threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark  # Trainer(benchmark=...) sets it for the process
     torch.manual_seed(0)  # a test that builds a model without seeding gets the same weights in any order
     yield
     for key, value in env.items():
@@ -39,6 +40,7 @@ def _process_state() -> Iterator[None]:
     torch.set_num_threads(threads)
     torch.set_float32_matmul_precision(precision)
     torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -17,9 +17,11 @@ from torch.overrides import TorchFunctionMode
 from lit_vision.data.synthetic import class_image, make_imagefolder
 
 __all__ = [
+    "CONFIGS",
     "QUIET",
     "REAL_CIFAR10",
     "class_image",
+    "data_args",
     "folder_run_args",
     "make_imagefolder",
     "make_torchvision_cifar10",
@@ -31,8 +33,30 @@ REAL_CIFAR10 = Path(
     os.environ.get("LIT_VISION_CIFAR10_DIR", Path(__file__).resolve().parents[2] / "shared/data/cifar10")
 )
 
+ROOT = Path(__file__).resolve().parents[1]
+#: the complete configs (a run each): the top level and the speedrun recipes, relative to the checkout
+CONFIGS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for pattern in ("*.yaml", "speedrun/*.yaml")
+    for p in (ROOT / "configs").glob(pattern)
+)
+
 #: CLI flags that keep test output short
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def data_args(config: str, request) -> list[str]:
+    """Point a config (relative to the checkout) at the matching tiny dataset fixture."""
+    import yaml
+
+    dataset = yaml.safe_load((ROOT / config).read_text()).get("data", {}).get("dataset", "cifar10")
+    fixture, val_size = {
+        "cifar10": ("tiny_cifar10_folder", 20),
+        "cifar100": ("tiny_cifar100_folder", 100),
+        "imagefolder": ("tiny_folder", 12),
+    }[dataset]
+    root = request.getfixturevalue(fixture)
+    return [f"--data.data_dir={root}", f"--data.val_size={val_size}", "--data.batch_size=8"]
 
 
 def folder_run_args(data: Path, runs: Path, val_size: int = 12) -> list[str]:

@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import CONFIGS, data_args
 
 from lit_vision.cli import TRICK_KEYS, main
 
 ROOT = Path(__file__).resolve().parents[1]
-# complete configs: the top level and the speedrun recipes
-CONFIGS = sorted(
-    p.relative_to(ROOT).as_posix()
-    for pattern in ("*.yaml", "speedrun/*.yaml")
-    for p in (ROOT / "configs").glob(pattern)
-)
 # configs/logger/* replace the CSV logger: tested in test_wandb.py; configs/models/* replace the backbone;
 # configs/trainer/* ask for GPUs / several processes: tested in test_distributed.py; configs/campaigns/* are
 # lit_vision.compare files, not CLI configs: tested in test_compare.py
@@ -31,18 +26,6 @@ MODEL_CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs"
 TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def data_args(config: str, request: pytest.FixtureRequest) -> list[str]:
-    """Point a config at the matching tiny dataset."""
-    dataset = yaml.safe_load((ROOT / config).read_text()).get("data", {}).get("dataset", "cifar10")
-    fixture, val_size = {
-        "cifar10": ("tiny_cifar10_folder", 20),
-        "cifar100": ("tiny_cifar100_folder", 100),
-        "imagefolder": ("tiny_folder", 12),
-    }[dataset]
-    root = request.getfixturevalue(fixture)
-    return [f"--data.data_dir={root}", f"--data.val_size={val_size}", "--data.batch_size=8"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

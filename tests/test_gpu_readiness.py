@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import HostSyncRecorder, folder_run_args
+from helpers import QUIET, HostSyncRecorder, data_args, folder_run_args
 from torch.overrides import TorchFunctionMode
 
 from lit_vision.cli import main
@@ -298,3 +298,50 @@ sys.exit(1 if calls else 0)
 
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+# one complete config per optimizer class the shipped configs use: the fused flag must reach each of them
+FUSED_BASES = {
+    "torch.optim.SGD": "configs/cifar10_compact.yaml",
+    "torch.optim.AdamW": "configs/finetune_imagefolder.yaml",
+    "lit_vision.models.DecoupledSGD": "configs/speedrun/cifar10_94.yaml",
+}
+
+
+def test_every_shipped_optimizer_has_a_gpu_fragment_test() -> None:
+    import yaml
+
+    used = set()
+    for path in (ROOT / "configs").rglob("*.yaml"):
+        optimizer = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("optimizer") or {}
+        used.add(optimizer.get("class_path", "torch.optim.AdamW"))  # ImageClassifier's default
+    assert used == set(FUSED_BASES)
+
+
+@pytest.mark.parametrize("optimizer", sorted(FUSED_BASES))
+def test_gpu_fragment_composes_and_steps_a_fused_optimizer(
+    optimizer: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """configs/trainer/gpu.yaml after a complete config: bf16-mixed, cuDNN autotuning, the large eval batch
+    and a fused optimizer that takes a step (fused SGD/AdamW run on CPU too, so this runs here)."""
+    config = FUSED_BASES[optimizer]
+    cli = main(
+        [
+            "fit",
+            f"--config={ROOT / config}",
+            f"--config={ROOT / 'configs/trainer/gpu.yaml'}",
+            "--trainer.accelerator=cpu",  # the one thing a CPU test must change
+            *data_args(config, request),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *QUIET,
+        ]
+    )
+    assert cli.config.fit.model.optimizer.class_path == optimizer
+    assert cli.trainer.precision == "bf16-mixed" and torch.backends.cudnn.benchmark
+    assert cli.datamodule.eval_batch_size == 1024
+    opt = cli.trainer.optimizers[0]
+    assert all(group["fused"] for group in opt.param_groups)
+    assert cli.trainer.global_step == 1 and opt.state  # the fused kernel stepped

@@ -231,3 +231,53 @@ def test_rank_parts_merge_in_input_order(tmp_path: Path) -> None:
     writer._merge(2)
     merged = rows(tmp_path / "p.csv")
     assert [r["index"] for r in merged] == ["0", "1", "2", "3", "4"] and not list(tmp_path.glob("*.rank*"))
+
+
+def test_precision_auto_and_cuda_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--precision auto: fp32 off CUDA, bf16 autocast on a GPU with bf16 units, fp16 autocast on older ones;
+    'gpu' is CUDA only where CUDA is there (else Apple's MPS)."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from lit_vision.apps import inference_precision, runs_on_cuda
+
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: False))
+    assert inference_precision("auto") == inference_precision("gpu") == "32-true"
+    assert not runs_on_cuda("gpu") and runs_on_cuda("cuda")
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_precision("auto") == inference_precision("gpu") == "bf16-mixed"
+    assert inference_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert inference_precision("cuda") == "16-mixed"
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_predict_picks_its_defaults_from_the_device(
+    cuda: bool, trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What predict.py does with its defaults on CPU and, with the device answers faked, on CUDA (the run
+    itself stays on CPU): precision, pinned batches, and the TTA chunk (one pass per batch on CUDA)."""
+    import lit_vision.predict as app
+
+    seen: dict[str, object] = {}
+    loader, ensemble = app.DataLoader, app.Ensemble
+
+    def spy_loader(*args, **kwargs):
+        seen["pin_memory"] = kwargs["pin_memory"]
+        return loader(*args, **{**kwargs, "pin_memory": False})  # nothing to pin into without CUDA
+
+    def spy_ensemble(members, tta=False, tta_max_batch=256):
+        seen["tta_max_batch"] = tta_max_batch
+        return ensemble(members, tta=tta, tta_max_batch=tta_max_batch)
+
+    monkeypatch.setattr(app, "DataLoader", spy_loader)
+    monkeypatch.setattr(app, "Ensemble", spy_ensemble)
+    monkeypatch.setattr(app, "runs_on_cuda", lambda accelerator: cuda)
+    monkeypatch.setattr(app, "inference_precision", lambda a: "bf16-mixed" if cuda else "32-true")
+    args = ["--ckpt", str(trained["a"]), str(trained["data"] / "test"), "--tta", "--batch-size", "8"]
+    summary = main([*args, "--accelerator", "cpu", "--out", str(tmp_path / "p.csv")])
+    assert summary["precision"] == ("bf16-mixed" if cuda else "32-true")
+    assert seen == {"pin_memory": cuda, "tta_max_batch": 6 * 8 if cuda else 256}
+    assert summary["accuracy"] > 0.6
+    explicit = main([*args, "--precision", "32-true", "--tta-batch", "5", "--out", str(tmp_path / "e.csv")])
+    assert explicit["precision"] == "32-true" and seen["tta_max_batch"] == 5

@@ -27,9 +27,12 @@ class Ensemble(L.LightningModule):
     Args:
         members: the classifiers (``lit_vision.models.checkpoints.load_classifier``).
         tta: average each member over the default ``TestTimeViews``.
+        tta_max_batch: most images per forward pass under ``tta`` (views x batch is chunked to it).
     """
 
-    def __init__(self, members: Sequence[ImageClassifier], tta: bool = False) -> None:
+    def __init__(
+        self, members: Sequence[ImageClassifier], tta: bool = False, tta_max_batch: int = 256
+    ) -> None:
         super().__init__()
         if not members:
             raise ValueError("An ensemble needs at least one checkpoint.")
@@ -47,7 +50,7 @@ class Ensemble(L.LightningModule):
         self.members = nn.ModuleList(members)
         self.class_names = list(first.class_names)
         self.input_size = first.input_size
-        self.tta = TestTimeViews() if tta else None
+        self.tta = TestTimeViews(max_batch=tta_max_batch) if tta else None
 
     def probabilities(self, images: Tensor) -> Tensor:
         """uint8 (N, 3, H, W) -> mean class probabilities (N, K), float32."""

@@ -36,6 +36,8 @@ class DecoupledSGD(SGD):
         batch_size: examples per optimizer step over all devices; left unset (``None``), the model fills it
             in from the run (per-device batch x devices x gradient accumulation).
         nesterov: Nesterov momentum.
+        fused: ``torch.optim.SGD``'s fused implementation (one kernel for every tensor); ``None``: torch's
+            default (foreach on CUDA).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class DecoupledSGD(SGD):
         weight_decay: float = 0.0153,
         batch_size: int | None = None,
         nesterov: bool = True,
+        fused: bool | None = None,
     ) -> None:
         if batch_size is None or batch_size < 1:
             raise ValueError(
@@ -66,4 +69,4 @@ class DecoupledSGD(SGD):
                 {**g, **torch_units(g.get("lr", lr), g.get("weight_decay", weight_decay))} for g in params
             ]
         defaults = torch_units(lr, weight_decay)
-        super().__init__(params, momentum=momentum, nesterov=nesterov, **defaults)
+        super().__init__(params, momentum=momentum, nesterov=nesterov, fused=fused, **defaults)
