@@ -19,7 +19,8 @@ interrupted run's files and logs are never overwritten.
 
 Optional training tricks, each under its own top-level key (off when unset), so that composing several
 ``--config configs/tricks/*.yaml`` files keeps all of them (a later file's ``trainer.callbacks`` list would
-replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media``, ``finetuning``.
+replace an earlier one's): ``ema``, ``mixing``, ``fgsm``, ``tta``, ``wandb_media``, ``finetuning``,
+``early_stopping``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -76,6 +77,7 @@ TRICK_KEYS: dict[str, type] = {
     "tta": TestTimeAugmentation,
     "wandb_media": WandbMediaLogger,
     "finetuning": HeadFirstFinetuning,
+    "early_stopping": EarlyStopping,
 }
 
 

@@ -1,6 +1,12 @@
-"""Export a checkpoint to ONNX or TorchScript with the input normalization built in.
+"""Export a checkpoint to ONNX or TorchScript with the input normalization built in, or its weights to
+safetensors with a model card.
 
     python -m lit_vision.export --ckpt runs/x/version_0/checkpoints/best.ckpt --format onnx [--out m.onnx]
+    python -m lit_vision.export --ckpt runs/x/version_0/checkpoints/best.ckpt --format safetensors
+
+``safetensors``: ``<out>.safetensors`` (weights and what rebuilds the model; loading runs no code, and
+``predict.py --ckpt`` takes it) and ``<out>.md``, the model card (classes, input, the run's metrics and
+config). See ``lit_vision.models.weights``.
 
 Input contract (``--input``): ``uint8`` (default), an (N, 3, S, S) tensor of raw RGB pixels 0..255, or
 ``float``, the same in [0, 1]; S is the training image size (stored in the checkpoint, 32 for CIFAR). Resize
@@ -24,11 +30,12 @@ from torch import Tensor, nn
 
 from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.data.normalization import affine
-from lit_vision.models.checkpoints import load_classifier
+from lit_vision.models.checkpoints import load_classifier, read_checkpoint
 from lit_vision.models.classifier import ImageClassifier
+from lit_vision.models.weights import config_beside, write_model_card, write_weights
 from lit_vision.progress import status
 
-__all__ = ["ExportWrapper", "export", "main"]
+__all__ = ["ExportWrapper", "export", "export_weights", "main"]
 
 
 class ExportWrapper(nn.Module):
@@ -61,16 +68,48 @@ class ExportWrapper(nn.Module):
         return logits.softmax(-1) if self.probs else logits
 
 
+def export_weights(ckpt: str | Path, out: str | Path | None = None, trusted: bool = False) -> Path:
+    """Write ``<out>.safetensors`` and the model card ``<out>.md``; return the weights' path. The file is
+    read back and its tensors compared with the checkpoint's before this returns."""
+    model = load_classifier(ckpt, trusted)  # the checkpoint rebuilds (clear errors otherwise)
+    checkpoint = read_checkpoint(ckpt, trusted)
+    shared = {**checkpoint, "state_dict": model.state_dict()}
+    path = Path(out) if out is not None else Path(ckpt).with_suffix(".safetensors")
+    path = path.with_suffix(".safetensors")
+    with status(f"Writing {path}"):
+        write_weights(shared, path)
+    again = load_classifier(path).state_dict()
+    if again.keys() != shared["state_dict"].keys() or not all(
+        torch.equal(again[k], v) for k, v in shared["state_dict"].items()
+    ):
+        raise ValueError(f"{path} does not read back to the checkpoint's weights.")
+    write_model_card(
+        path.with_suffix(".md"),
+        path,
+        shared,
+        list(model.class_names),
+        model.input_size,
+        model.input_mean.flatten().tolist(),
+        model.input_std.flatten().tolist(),
+        source=ckpt,
+        config=config_beside(ckpt),
+    )
+    return path
+
+
 def export(
     ckpt: str | Path,
-    fmt: Literal["onnx", "torchscript"],
+    fmt: Literal["onnx", "torchscript", "safetensors"],
     out: str | Path | None = None,
     input_kind: Literal["uint8", "float"] = "uint8",
     output: Literal["probs", "logits"] = "probs",
     trusted: bool = False,
 ) -> Path:
-    """Write the exported model (and ``<out>.classes.json``); return its path. ``trusted``: allow a
-    checkpoint with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    """Write the exported model (and ``<out>.classes.json``; for ``safetensors`` the model card, see
+    :func:`export_weights`); return its path. ``trusted``: allow a checkpoint with pickled objects (see
+    ``lit_vision.models.checkpoints``)."""
+    if fmt == "safetensors":
+        return export_weights(ckpt, out, trusted)
     model = load_classifier(ckpt, trusted)
     model.backbone.to(memory_format=torch.contiguous_format)  # exporters want the default layout
     wrapper = ExportWrapper(model, input_kind, output).eval().requires_grad_(False)
@@ -109,14 +148,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
         prog="python -m lit_vision.export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     add_checkpoint_arguments(parser)
-    parser.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    parser.add_argument("--format", choices=["onnx", "torchscript", "safetensors"], required=True)
     parser.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
     parser.add_argument("--input", choices=["uint8", "float"], default="uint8", help="input contract")
     parser.add_argument("--output", choices=["probs", "logits"], default="probs")
     args = parser.parse_args(argv)
     with exit_on_error(ValueError, FileNotFoundError, ImportError):
         path = export(args.ckpt, args.format, args.out, args.input, args.output, args.trust_checkpoint)
-    print(f"wrote {path} ({args.input} input, {args.output} output, dynamic batch)")
+    if args.format == "safetensors":
+        print(f"wrote {path} and its model card {path.with_suffix('.md')}")
+    else:
+        print(f"wrote {path} ({args.input} input, {args.output} output, dynamic batch)")
     return path
 
 

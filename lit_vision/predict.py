@@ -2,10 +2,12 @@
 
 INPUTS are image files, folders (recursive; a folder of class folders named like the checkpoint's classes is
 read as labelled), or dataset splits such as ``cifar10:test`` (read from ``--data-dir``). The CSV has one row
-per input: ``index, path, target, prediction, confidence, error, prob_<class>...``; class names come from the
-checkpoint. Several ``--ckpt`` average their probabilities (an ensemble); ``--tta`` averages flipped and
-translated views. Unreadable files get an ``error`` and the run goes on. With labels, the accuracy is printed
-and written to ``<out>.summary.json``.
+per input: ``index, path, target, prediction, confidence, error``, the ``--topk`` classes, and
+``prob_<class>...``; class names come from the checkpoint (``--format jsonl``: one JSON object per line).
+Several ``--ckpt`` average their probabilities (an ensemble); ``--tta`` averages flipped and translated
+views, for every image or (``--tta-threshold``) only for those predicted with less confidence. Unreadable
+files get an ``error`` and the run goes on. With labels, the accuracy is printed and written to
+``<out>.summary.json``.
 
 On a CUDA GPU the defaults change to what is fast there: bf16 autocast (``--precision auto``), pinned host
 memory for the batches, and every TTA view of a batch in one forward pass.
@@ -44,8 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders, or dataset splits (cifar10:test)")
     add_checkpoint_arguments(parser, ensemble=True)
-    parser.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    parser.add_argument(
+        "--out", default=None, help="file to write (default: predictions.csv, or .jsonl with --format jsonl)"
+    )
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="csv (default) or jsonl")
+    parser.add_argument(
+        "--topk", type=int, default=0, help="also write the K most probable classes and their probabilities"
+    )
+    parser.add_argument(
+        "--no-probs", dest="probs", action="store_false", help="leave out the per-class probability columns"
+    )
     parser.add_argument("--tta", action="store_true", help="average over flipped/translated views")
+    parser.add_argument(
+        "--tta-threshold",
+        type=float,
+        default=None,
+        help="with --tta: run the views only for images whose plain confidence is below this (0..1;\n"
+        "1: every image, 0: none); the summary counts the images that got them",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     parser.add_argument(
         "--tta-batch",
@@ -79,13 +97,15 @@ def predict_items(
     num_workers: int | None = None,
     keep_probs: bool = False,
     callbacks: Sequence[Callback] = (),
+    writer_kwargs: dict[str, Any] | None = None,
     **trainer_kwargs: Any,
 ) -> tuple[dict[str, Any], Tensor | None]:
     """The one inference loop: Lightning's predict loop over ``items`` with :class:`PredictionWriter` writing
     ``out`` (and its summary). Returns the summary and, with ``keep_probs``, the (N, K) probabilities in
     input order (rows of unreadable inputs included; their CSV ``error`` says which). ``predict.py``,
     ``python -m lit_vision.report`` and ``python -m lit_vision.explain`` (with its overlay writer in
-    ``callbacks``) all run it."""
+    ``callbacks``) all run it. ``writer_kwargs``: :class:`PredictionWriter`'s ``topk``, ``file_format``,
+    ``probs``."""
     dataset = PredictDataset(items, model.input_size)
     workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
     accelerator = trainer_kwargs.get("accelerator", "auto")
@@ -100,7 +120,9 @@ def predict_items(
         pin_memory=runs_on_cuda(accelerator),  # page-locked batches: the copy to the GPU runs asynchronously
     )
     out = Path(out)
-    writer = PredictionWriter(str(out.parent), out.name, item_paths=[it.path for it in items])
+    writer = PredictionWriter(
+        str(out.parent), out.name, item_paths=[it.path for it in items], **(writer_kwargs or {})
+    )
     trainer_kwargs = {
         "logger": False,
         "enable_model_summary": False,
@@ -123,20 +145,31 @@ def predict(
     data_dir: str | Path | None = None,
     trust_checkpoint: bool = False,
     tta_batch: int | None = None,
+    tta_threshold: float | None = None,
+    topk: int = 0,
+    file_format: str = "csv",
+    probs: bool = True,
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     """Write the prediction CSV; return the summary (images, failed, labelled, accuracy, precision).
     ``trust_checkpoint`` allows checkpoints with pickled objects (see ``lit_vision.models.checkpoints``).
     ``tta_batch``: images per forward pass under ``tta``; ``None``: 256 on CPU, a whole batch's views on
-    CUDA. ``precision="auto"`` in ``trainer_kwargs``: see ``lit_vision.apps.inference_precision``."""
+    CUDA. ``tta_threshold``: see :class:`Ensemble`. ``topk``, ``file_format``, ``probs``: see
+    :class:`PredictionWriter`. ``precision="auto"`` in ``trainer_kwargs``: see
+    ``lit_vision.apps.inference_precision``."""
     if tta_batch is None:
         on_cuda = runs_on_cuda(trainer_kwargs.get("accelerator", "auto"))
         tta_batch = len(TestTimeViews().views) * batch_size if on_cuda else 256
     members = [load_classifier(c, trust_checkpoint) for c in checkpoints]
-    ensemble = Ensemble(members, tta=tta, tta_max_batch=tta_batch)
+    ensemble = Ensemble(members, tta=tta, tta_max_batch=tta_batch, tta_threshold=tta_threshold)
     items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
-    summary, _ = predict_items(ensemble, items, out, batch_size, num_workers, **trainer_kwargs)
+    writer_kwargs = {"topk": topk, "file_format": file_format, "probs": probs}
+    summary, _ = predict_items(
+        ensemble, items, out, batch_size, num_workers, writer_kwargs=writer_kwargs, **trainer_kwargs
+    )
     summary = {**summary, "checkpoints": [str(c) for c in checkpoints], "tta": tta, "csv": str(out)}
+    if tta:
+        summary.update(tta_threshold=tta_threshold, tta_images=ensemble.tta_images)
     if rank_zero_only.rank == 0:  # the writer's summary, with what only this app knows
         Path(out).with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -148,12 +181,17 @@ def _devices(value: str) -> int | str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    out = args.out or f"predictions.{args.format}"
     with exit_on_error(DatasetError, ValueError, FileNotFoundError):
         summary = predict(
             args.ckpt,
             args.inputs,
-            args.out,
+            out,
             tta=args.tta,
+            tta_threshold=args.tta_threshold,
+            topk=args.topk,
+            file_format=args.format,
+            probs=args.probs,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             data_dir=args.data_dir,
@@ -163,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             devices=_devices(args.devices),
             precision=args.precision,
         )
-    line = f"{summary['images']} images -> {args.out}; {summary['failed']} could not be read"
+    line = f"{summary['images']} images -> {out}; {summary['failed']} could not be read"
     if summary["accuracy"] is not None:
         line += f"; accuracy {100 * summary['accuracy']:.2f}% on {summary['labelled']} labelled images"
+    if args.tta and args.tta_threshold is not None:
+        line += f"; TTA views for {summary['tta_images']} images (confidence < {args.tta_threshold})"
     print(line)
     return summary
 

@@ -14,7 +14,7 @@ the checkpoint's classes) or ``cifar10:test`` (``--data-dir``). Files (default: 
   2017: ``ECE = sum_b |B_b|/n * |acc(B_b) - conf(B_b)|``);
 * ``mistakes.png``: the most confident wrong predictions, captioned ``true -> predicted (confidence)``;
 * ``samples.png`` and ``augmented.png``: images of the split as the model sees them, and after the training
-  augmentation recorded in the checkpoint (random crop / flip / Cutout);
+  augmentation recorded in the checkpoint (batched: crop, flip, Cutout, policies; or the per-sample pipeline);
 * ``curves.png``: training and validation loss and accuracy per epoch from the run's ``metrics.csv``.
 """
 
@@ -40,9 +40,9 @@ from torchmetrics.classification import (
 
 from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.callbacks.wandb_media import confusion_matrix_figure
+from lit_vision.data.augmentation import augmented_views
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.data.sources import DatasetError
-from lit_vision.data.transforms import BatchAugment
 from lit_vision.models.checkpoints import load_classifier, read_checkpoint
 from lit_vision.models.ensemble import Ensemble
 from lit_vision.predict import predict_items
@@ -246,23 +246,17 @@ def plot_samples(
     targets: Tensor,
     names: list[str],
     datamodule_hparams: dict[str, Any],
+    mean: Tensor,
+    std: Tensor,
     out: Path,
 ) -> None:
     """``samples.png`` (the first 32 images as the model sees them) and ``augmented.png`` (the same after the
-    training augmentation the checkpoint recorded: random crop / flip / Cutout)."""
+    training augmentation the checkpoint recorded, batched or per-sample: ``augmented_views``)."""
     first = torch.arange(min(32, len(targets)))
     captions = [names[int(targets[i])] for i in first]
     images = images_at(first)
     _grid(images, captions, out / "samples.png")
-    augment = BatchAugment(
-        (0.0, 0.0, 0.0),
-        (1.0, 1.0, 1.0),
-        datamodule_hparams.get("crop_padding", 4),
-        datamodule_hparams.get("hflip", True),
-        datamodule_hparams.get("cutout", 0),
-    )
-    augmented = (augment(images, train=True).clamp(0, 1) * 255).round().to(torch.uint8)
-    _grid(augmented, captions, out / "augmented.png")
+    _grid(augmented_views(images, datamodule_hparams, mean, std), captions, out / "augmented.png")
 
 
 def write_summary(metrics: dict[str, Any], ckpt: Path, has_curves: bool, path: Path) -> None:
@@ -306,7 +300,8 @@ def write_report(
     plot_reliability(probs, y, m["ece"], out / "reliability.png")
     plot_mistakes(probs, y, images_at, names, out / "mistakes.png", n_mistakes)
     saved = read_checkpoint(ckpt, trusted).get("datamodule_hyper_parameters", {})
-    plot_samples(images_at, y, names, saved, out)
+    member = result["ensemble"].members[0]  # the normalization Cutout and erasing fill with
+    plot_samples(images_at, y, names, saved, member.input_mean, member.input_std, out)
     has_curves = _training_curves(ckpt.resolve().parent.parent / "metrics.csv", out / "curves.png")
     path = out / "report.md"
     write_summary(m, ckpt, has_curves, path)

@@ -361,3 +361,60 @@ def quiet_trainer(**kwargs) -> L.Trainer:
         "accelerator": "cpu",
     }
     return L.Trainer(**{**settings, **kwargs})
+
+
+class ShardItemLog(L.Callback):
+    """Every item the streaming back-end decodes in this process, as ``(split, epoch, source index)``
+    (``index`` is ``None`` where the loader returns none), so tests can check sharding and resume.
+
+    Patches ``ShardDataset.__getitem__`` from ``setup`` to ``teardown``; needs ``data.num_workers=0`` (worker
+    processes would log into their own copies). ``out_dir``: also write ``rank<R>-items.json`` at the end
+    of ``fit``. ``ShardItemLog.latest`` is the instance of the latest run, also one that stopped with an
+    exception. ``trained_indices`` are the train items of the batches actually trained (Lightning fetches one
+    batch ahead).
+    """
+
+    latest: ShardItemLog | None = None
+
+    def __init__(self, out_dir: str | None = None) -> None:
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.items: list[tuple[str, int, int | None]] = []
+        self.trained = 0
+        self.batch_size = 0
+        self._original = None
+        ShardItemLog.latest = self
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        from lit_vision.data.streaming import ShardDataset
+
+        original = self._original = ShardDataset.__getitem__
+        log = self
+
+        def logged(dataset, index):
+            out = original(dataset, index)
+            split = dataset.where.rsplit("/", 1)[-1]
+            log.items.append((split, trainer.current_epoch, int(out[2]) if len(out) > 2 else None))
+            return out
+
+        ShardDataset.__getitem__ = logged
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        from lit_vision.data.streaming import ShardDataset
+
+        if self._original is not None:
+            ShardDataset.__getitem__ = self._original
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.trained += 1
+        self.batch_size = len(batch[1])
+
+    @property
+    def trained_indices(self) -> list[int]:
+        train = [index for split, _, index in self.items if split == "train"]
+        return train[: self.trained * self.batch_size]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = self.out_dir / f"rank{trainer.global_rank}-items.json"
+            path.write_text(json.dumps(self.items))

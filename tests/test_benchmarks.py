@@ -48,11 +48,57 @@ def test_training_overhead_scripts(script: str, tmp_path: Path) -> None:
         assert re.search(rf"tta: 6 views {NUMBER} ms vs one forward {NUMBER} ms on 8 images", out)
 
 
+def test_augment_throughput(tmp_path: Path) -> None:
+    args = [
+        "--synthetic",
+        "--log-dir",
+        str(tmp_path),
+        "--batch-size",
+        "32",
+        "--batches",
+        "2",
+        "--rounds",
+        "1",
+    ]
+    out = bench("augment_throughput.py", *args)
+    for name in ("crop+flip", "+randaugment (2 ops, magnitude 9)", "+trivialaugment", "+random erasing 0.25"):
+        assert re.search(rf"^\| {re.escape(name)} \| {NUMBER} \| {NUMBER}x \|$", out, re.M), name
+
+
 def test_predict_throughput(tmp_path: Path) -> None:
     images = make_imagefolder(tmp_path / "data", 2, n_train=8, n_test=None) / "train" / "class_00"
     out = bench("predict_throughput.py", "--images", str(images), "--rounds", "1", "--workers", "0")
     assert re.search(rf"round 0: plain +{NUMBER} img/s +predict.py +{NUMBER} img/s", out)
     assert re.search(rf"median ratio predict.py / plain loop: {NUMBER}x", out)
+
+
+def test_adaptive_tta(tmp_path: Path) -> None:
+    from helpers import folder_run_args
+
+    from lit_vision.cli import main as cli_main
+
+    data = make_imagefolder(tmp_path / "data", 3, n_train=12, n_test=None)
+    cli = cli_main(["fit", *folder_run_args(data, tmp_path / "runs"), "--trainer.max_epochs=1"])
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    args = ["--ckpt", str(ckpt), "--data-dir", str(data), "--thresholds", "0.5", "--rounds", "1"]
+    out = bench("adaptive_tta.py", *args, "--batch-size", "8")
+    assert "12 held-out images" in out
+    for name in ("no TTA", "full TTA \\(6 views\\)", "adaptive, confidence < 0.5"):
+        assert re.search(rf"^\| {name} \| {NUMBER}% \| {NUMBER}% \| {NUMBER} \|$", out, re.M), name
+    assert re.search(r"^\| full TTA \(6 views\) \| [0-9.]+% \| 100% \|", out, re.M)
+
+
+@pytest.mark.slow  # two conversions and four short fits in child processes: about 2 minutes
+def test_streaming_speed_and_memory(tmp_path: Path) -> None:
+    # enough steps for the config's OneCycleLR (its warmup must span more than one step)
+    data = make_imagefolder(tmp_path / "data", 2, n_train=20, n_test=None)
+    common = ["--work-dir", str(tmp_path / "work"), "--val-size", "8", "--batch-size", "4"]
+    out = bench("streaming.py", "speed", "--data-dir", str(data), *common, "--rounds", "1")
+    for backend in ("memory", "streaming"):
+        assert re.search(rf"^\| {backend} \| {NUMBER} \| {NUMBER} \|$", out, re.M), backend
+    out = bench("streaming.py", "memory", *common, "--images", "40", "--size", "32", "--steps", "6")
+    for backend in ("memory", "streaming"):
+        assert re.search(rf"^\| {backend} \| {NUMBER} GiB \| {NUMBER} s \|$", out, re.M), backend
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")

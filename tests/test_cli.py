@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, data_args
+from helpers import CONFIGS, data_args, folder_run_args
 
 from lit_vision.cli import TRICK_KEYS, main
 
@@ -230,3 +230,43 @@ def test_bf16_mixed_on_cpu(tiny_folder: Path, tmp_path: Path) -> None:
         "--data.channels_last=true",
     ]
     fit_test_predict(args, tmp_path)
+
+
+def test_early_stopping_stops(tiny_folder: Path, tmp_path: Path) -> None:
+    """configs/tricks/early_stopping.yaml: with a min_delta no run can beat, the first epoch is the best
+    and fit ends ``patience`` validation runs later, well before max_epochs."""
+    cli = main(
+        [
+            "fit",
+            f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
+            *folder_run_args(tiny_folder, tmp_path),
+            "--early_stopping.init_args.patience=2",
+            "--early_stopping.init_args.min_delta=1.0",  # val/acc is a fraction: +1.0 is impossible
+            "--trainer.max_epochs=8",
+            "--trainer.limit_train_batches=1",
+        ]
+    )
+    stopper = next(c for c in cli.trainer.callbacks if isinstance(c, TRICK_KEYS["early_stopping"]))
+    assert stopper.monitor == "val/acc" and stopper.mode == "max"
+    assert stopper.stopped_epoch == 2 and cli.trainer.current_epoch == 3
+    val_rows = [r for r in read_csv(Path(cli.trainer.log_dir) / "metrics.csv") if r["val/acc"]]
+    assert len(val_rows) == 3
+
+
+def test_quick_preset_composes_last(tiny_cifar10_folder: Path) -> None:
+    """configs/quick.yaml after a full recipe shortens it and keeps everything else of the recipe."""
+    cli = main(
+        [
+            f"--config={ROOT / 'configs/cifar10_resnet18.yaml'}",
+            f"--config={ROOT / 'configs/quick.yaml'}",
+            f"--data.data_dir={tiny_cifar10_folder}",
+            "--data.val_size=20",
+            *QUIET,
+        ],
+        run=False,
+    )
+    trainer = cli.trainer
+    assert (trainer.max_epochs, trainer.limit_train_batches, trainer.limit_val_batches) == (2, 20, 5)
+    assert trainer.logger.name == "quick"
+    assert cli.config.model.backbone == "resnet18_cifar"  # the recipe itself is untouched
+    assert cli.config.model.optimizer.class_path == "torch.optim.SGD"

@@ -178,6 +178,12 @@ def test_presets_expand_to_the_expected_cells() -> None:
         ("architectures", "resnet_tiny"), ("techniques", "baseline"), ("techniques", "ema"),
         ("activations", "act-relu"), ("activations", "act-gelu"),
     ]  # fmt: skip
+    apart = Campaign.from_dict(
+        {**spec, "preset": "techniques", "techniques": ["randaugment", "trivialaugment"], "together": False}
+    )
+    assert [c.id for c in apart.cells()] == ["baseline", "randaugment", "trivialaugment"]
+    assert apart.to_dict()["together"] is False and "together" not in techniques.to_dict()
+    assert Campaign.from_dict(apart.to_dict()).cells() == apart.cells()  # what campaign.yaml round-trips
     smoothing = {"name": "ls05", "set": {"model.label_smoothing": 0.05}}
     custom = Campaign.from_dict({**spec, "preset": "techniques", "techniques": [smoothing]})
     assert custom.cells()[1].overrides == (("model.label_smoothing", 0.05),)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lit_vision.explain import METHODS, heatmaps, main
+from lit_vision.explain import HEATMAP_METHODS, feature_layers, heatmaps, main, top_activations
 from lit_vision.models import ImageClassifier
 from lit_vision.models.backbone import Backbone
 from lit_vision.models.checkpoints import save_classifier
@@ -101,7 +102,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FLOORS = {"gradcam": 0.8, "gradcam++": 0.8, "cam": 0.8, "occlusion": 0.6, "saliency": 0.33}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", HEATMAP_METHODS)
 def test_heatmap_mass_concentrates_on_the_signal(toy_model: ImageClassifier, method: str) -> None:
     model = toy_model
     images, labels = make_images(16, seed=2)
@@ -157,3 +158,49 @@ def test_cam_refuses_heads_it_cannot_explain(tmp_path: Path) -> None:
     model = ImageClassifier("vit_tiny", num_classes=4).eval()
     with pytest.raises(ValueError, match=r"CAM needs|CAM is exact only"):
         heatmaps(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "cam")
+
+
+def test_activation_maps_have_the_layers_channels(toy_model: ImageClassifier) -> None:
+    """feature_layers lists every feature-map layer with its shape; top_activations returns min(k, C) maps
+    of that layer per image, strongest mean first, and each map is the layer's own output channel."""
+    layers = dict(feature_layers(toy_model))
+    assert layers["features.0"] == (16, 32, 32) and layers["features.8"] == (64, 8, 8)
+    assert "fc" not in layers  # (N, K) logits: not a feature map
+    images, _ = make_images(4, seed=4)
+    maps, channels, means, probs = top_activations(toy_model, images, "features.0", k=100)
+    assert maps.shape == (4, 16, 32, 32) and channels.shape == means.shape == (4, 16)
+    assert all(sorted(c.tolist()) == list(range(16)) for c in channels)  # every channel, once
+    assert torch.all(means[:, :-1] >= means[:, 1:])
+    captured = toy_model.backbone.features[0](toy_model.normalize(images.float() / 255.0))
+    torch.testing.assert_close(maps, captured.gather(1, channels[:, :, None, None].expand(-1, -1, 32, 32)))
+    torch.testing.assert_close(means, maps.mean((2, 3)))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    top3, _, _, _ = top_activations(toy_model, images, "features.8", k=3)
+    assert top3.shape == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"not a \(N, C, h, w\) feature map"):
+        top_activations(toy_model, images, "fc")
+    with pytest.raises(ValueError, match="No layer 'nope'"):
+        top_activations(toy_model, images, "nope")
+
+
+def test_cli_lists_layers_and_writes_activation_rows(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["--ckpt", str(checkpoint), "--list-layers"])
+    listed = capsys.readouterr().out.splitlines()
+    assert listed and all(" x " in line for line in listed)
+    name = listed[0].split()[0]  # the first feature-map layer of compact_cifar
+    channels = int(listed[0].split()[1])
+    images, _ = make_images(2, seed=5)
+    for i, img in enumerate(images):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / f"img{i}.png")
+    args = ["--ckpt", str(checkpoint), "--method", "activations", "--layer", name, "--top-k", "4"]
+    written = main([str(tmp_path), *args, "--out", str(tmp_path / "o")])
+    assert len(written) == 2
+    row = Image.open(written[0])
+    k = min(4, channels)
+    assert row.size == (4 * ((k + 1) * 33 - 1), 4 * 32)  # the image and k maps, 1-pixel gaps, 4x scale
+    meta = json.loads((tmp_path / "o" / "activations.json").read_text())
+    assert meta["layer"] == name and len(meta["images"][written[0].name]["channels"]) == k
+    with pytest.raises(SystemExit):  # activations without a layer
+        main([str(tmp_path), "--ckpt", str(checkpoint), "--method", "activations", "--out", str(tmp_path)])

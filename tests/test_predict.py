@@ -232,6 +232,75 @@ def test_rank_parts_merge_in_input_order(tmp_path: Path) -> None:
     merged = rows(tmp_path / "p.csv")
     assert [r["index"] for r in merged] == ["0", "1", "2", "3", "4"] and not list(tmp_path.glob("*.rank*"))
 
+    jsonl = PredictionWriter(str(tmp_path), "p.jsonl", file_format="jsonl")
+    jsonl.path = tmp_path / "p.jsonl"
+    for rank, idx in ((0, [0, 2, 4, 10]), (1, [1, 3])):  # 10 after 4: numeric order, not text order
+        lines = [json.dumps({"index": i, "path": f"img{i}"}) + "\n" for i in idx]
+        (tmp_path / f"p.rank{rank}.jsonl").write_text("".join(lines))
+    jsonl._merge(2)
+    merged_json = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in merged_json] == [0, 1, 2, 3, 4, 10] and not list(tmp_path.glob("*.rank*"))
+
+
+def test_topk_jsonl_and_no_probs(trained: dict[str, Path], tmp_path: Path) -> None:
+    """--topk K adds the K best classes (best first) beside the full probabilities; --format jsonl writes the
+    same numbers as objects; --no-probs drops the per-class columns."""
+    args = ["--ckpt", str(trained["a"]), str(trained["data"] / "test")]
+    main([*args, "--out", str(tmp_path / "plain.csv")])
+    main([*args, "--topk", "2", "--out", str(tmp_path / "top.csv")])
+    main([*args, "--topk", "2", "--format", "jsonl", "--out", str(tmp_path / "top.jsonl")])
+    main([*args, "--topk", "5", "--no-probs", "--out", str(tmp_path / "small.csv")])
+    classes = ["class_00", "class_01", "class_02"]
+    plain, top = rows(tmp_path / "plain.csv"), rows(tmp_path / "top.csv")
+    records = [json.loads(line) for line in (tmp_path / "top.jsonl").read_text().splitlines()]
+    assert len(plain) == len(top) == len(records) == 18
+    for p, t, r in zip(plain, top, records, strict=True):
+        probs = probs_of(p, classes)
+        best = np.argsort(-probs)[:2]
+        assert [t["top1"], t["top2"]] == [classes[i] for i in best] and t["top1"] == p["prediction"]
+        assert float(t["top1_prob"]) >= float(t["top2_prob"])
+        assert float(t["top2_prob"]) == pytest.approx(probs[best[1]], abs=1e-6)
+        assert {k: t[k] for k in p} == p  # the columns of a plain run are unchanged
+        assert r["index"] == int(p["index"]) and r["path"] == p["path"] and r["target"] == p["target"]
+        assert r["prediction"] == p["prediction"] and r["error"] is None
+        assert [x["class"] for x in r["topk"]] == [t["top1"], t["top2"]]
+        np.testing.assert_allclose([r["probs"][c] for c in classes], probs, atol=1e-6)
+    small = rows(tmp_path / "small.csv")
+    assert list(small[0])[6:] == ["top1", "top1_prob", "top2", "top2_prob", "top3", "top3_prob"]  # K <= 3
+    assert json.loads((tmp_path / "top.summary.json").read_text())["images"] == 18
+
+
+def test_confidence_adaptive_tta(trained: dict[str, Path], tmp_path: Path) -> None:
+    """--tta-threshold t: the views run only for images whose plain confidence is below t. At 1.0 the file
+    is full TTA's, at 0.0 the plain prediction's; in between each row is one or the other, as decided by
+    its plain confidence, and the summary counts the images that got the views."""
+    args = ["--ckpt", str(trained["a"]), "--ckpt", str(trained["b"]), str(trained["data"] / "test")]
+
+    def run(name: str, *extra: str) -> tuple[dict, np.ndarray, list[dict[str, str]]]:
+        summary = main([*args, *extra, "--out", str(tmp_path / name)])
+        table = rows(tmp_path / name)
+        return summary, np.stack([probs_of(r, ["class_00", "class_01", "class_02"]) for r in table]), table
+
+    _, plain, plain_rows = run("plain.csv")
+    _, full, _ = run("full.csv", "--tta")
+    one, at_one, _ = run("t1.csv", "--tta", "--tta-threshold", "1.0")
+    zero, at_zero, _ = run("t0.csv", "--tta", "--tta-threshold", "0.0")
+    np.testing.assert_array_equal(at_one, full)
+    np.testing.assert_array_equal(at_zero, plain)
+    assert (one["tta_images"], zero["tta_images"]) == (18, 0)
+    conf = np.array([float(r["confidence"]) for r in plain_rows])
+    levels = np.unique(conf)
+    assert len(levels) > 1, "the test needs images of different confidence"
+    middle = len(levels) // 2
+    t = float(levels[middle - 1] + levels[middle]) / 2  # between two confidences: some below, some above
+    mid, adaptive, _ = run("mid.csv", "--tta", "--tta-threshold", str(t))
+    unsure = conf < t
+    assert 0 < unsure.sum() < 18 and mid["tta_images"] == unsure.sum()
+    np.testing.assert_allclose(adaptive[unsure], full[unsure], atol=1e-5)  # a smaller batch: last bits
+    np.testing.assert_allclose(adaptive[~unsure], plain[~unsure], atol=1e-5)
+    with pytest.raises(SystemExit):
+        main([*args, "--tta-threshold", "0.5"])  # without --tta: refused
+
 
 def test_precision_auto_and_cuda_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """--precision auto: fp32 off CUDA, bf16 autocast on a GPU with bf16 units, fp16 autocast on older ones;
@@ -266,9 +335,9 @@ def test_predict_picks_its_defaults_from_the_device(
         seen["pin_memory"] = kwargs["pin_memory"]
         return loader(*args, **{**kwargs, "pin_memory": False})  # nothing to pin into without CUDA
 
-    def spy_ensemble(members, tta=False, tta_max_batch=256):
+    def spy_ensemble(members, tta=False, tta_max_batch=256, **kwargs):
         seen["tta_max_batch"] = tta_max_batch
-        return ensemble(members, tta=tta, tta_max_batch=tta_max_batch)
+        return ensemble(members, tta=tta, tta_max_batch=tta_max_batch, **kwargs)
 
     monkeypatch.setattr(app, "DataLoader", spy_loader)
     monkeypatch.setattr(app, "Ensemble", spy_ensemble)
@@ -281,3 +350,32 @@ def test_predict_picks_its_defaults_from_the_device(
     assert summary["accuracy"] > 0.6
     explicit = main([*args, "--precision", "32-true", "--tta-batch", "5", "--out", str(tmp_path / "e.csv")])
     assert explicit["precision"] == "32-true" and seen["tta_max_batch"] == 5
+
+
+def test_safetensors_weights_round_trip(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export --format safetensors writes weights that predict.py reads (no --trust-checkpoint: nothing is
+    unpickled) to the very same predictions, and a model card with the classes, metrics and config."""
+    from safetensors.torch import save_file
+
+    from lit_vision.export import main as export_main
+
+    weights = export_main(
+        ["--ckpt", str(trained["a"]), "--format", "safetensors", "--out", str(tmp_path / "m")]
+    )
+    assert weights == tmp_path / "m.safetensors" and weights.is_file()
+    test_dir = str(trained["data"] / "test")
+    main(["--ckpt", str(trained["a"]), test_dir, "--out", str(tmp_path / "ckpt.csv")])
+    main(["--ckpt", str(weights), test_dir, "--out", str(tmp_path / "st.csv")])
+    assert rows(tmp_path / "st.csv") == rows(tmp_path / "ckpt.csv")
+
+    card = (tmp_path / "m.md").read_text()
+    assert "class_00, class_01, class_02" in card and "32x32" in card
+    assert re.search(r"best val/acc [01]\.\d+", card) and "## Training config" in card
+    assert card.startswith("# compact_cifar (3 classes)") and "seed_everything: 0" in card  # the run's config
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))  # weights without our header
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(tmp_path / "foreign.safetensors"), test_dir, "--out", str(tmp_path / "f.csv")])
+    assert "without lit_vision's header" in capsys.readouterr().err

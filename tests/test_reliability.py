@@ -75,6 +75,25 @@ def test_stop_mid_epoch_saves_and_last_resumes(
     assert [int(float(r["epoch"])) for r in rows(second / "metrics.csv") if r["val/acc"]] == [1, 2]
 
 
+def test_mid_epoch_resume_with_a_per_step_schedule(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """OneCycleLR asks for the run's step count in configure_optimizers, before the checkpoint is restored:
+    the loader state must still be loaded (Lightning issue #20550, lit_vision.lightning_workarounds)."""
+    TrainBatchLog.install(monkeypatch)
+    args = [
+        "fit",
+        "--config=configs/cifar10_compact.yaml",  # OneCycleLR stepped per batch
+        *base_args(tiny_folder, tmp_path / "runs"),
+        "--trainer.max_epochs=2",
+    ]
+    main([*args, log_batches(), "--trainer.logger.init_args.name=straight"])
+    straight = TrainBatchLog.latest.batches
+    with pytest.raises(SIGTERMException):
+        main([*args, stop_at(8, "sigterm")])
+    resumed = main([*args, log_batches(), "--ckpt_path=last"])
+    assert resumed.trainer.global_step == 2 * STEPS_PER_EPOCH
+    assert TrainBatchLog.latest.batches == straight[8:]
+
+
 def test_ckpt_path_last_without_checkpoints_starts_fresh(tiny_folder: Path, tmp_path: Path) -> None:
     args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=1"]
     with pytest.warns(UserWarning, match="no last\\*.ckpt or interrupted.ckpt under"):

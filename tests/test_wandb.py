@@ -71,7 +71,8 @@ def test_offline_fallback_without_api_key(no_wandb_account: None) -> None:
 def test_offline_run_history_media_and_config(
     no_wandb_account: None, tiny_folder: Path, tmp_path: Path
 ) -> None:
-    cli = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=3"])
+    gradcam = "--wandb_media.init_args.gradcam=2"  # Grad-CAM overlays of the first 2 validation images
+    cli = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=3", gradcam])
     logger = wandb_logger(cli)
     assert logger._offline
     logger.experiment.finish()  # flush, as the end of a `train.py fit` process does
@@ -91,6 +92,11 @@ def test_offline_run_history_media_and_config(
         assert img.size == (32, 32) and img.getextrema() != ((0, 0), (0, 0), (0, 0))
     assert grid["captions"][0].startswith("pred: class_0") and "/ true: class_0" in grid["captions"][0]
     assert any("val/confusion_matrix" in row for row in history)
+    cams = [row["val/gradcam"] for row in history if "val/gradcam" in row]
+    assert len(cams) == 3 and all(c["count"] == 2 for c in cams)  # every epoch, the same 2 images
+    with Image.open(run_dir / "files" / cams[-1]["filenames"][0]) as img:
+        assert img.size == (128, 128)  # the 32x32 overlay at 4x
+    assert cams[-1]["captions"][0].startswith("gradcam: class_0")
     table = next(row["val/per_class"] for row in history if "val/per_class" in row)
     rows = json.loads((run_dir / "files" / table["path"]).read_text())
     assert rows["columns"] == ["class", "precision", "recall", "f1", "support"] and len(rows["data"]) == 3
@@ -196,3 +202,35 @@ def test_wandb_mode_decides_without_a_probe(
     monkeypatch.setenv("WANDB_MODE", mode)
     assert WandbLogger(save_dir=str(tmp_path))._offline is offline
     assert probes == []
+
+
+def test_gradcam_media_keeps_training_gradients() -> None:
+    """The callback's Grad-CAM backpropagates into the weights; the .grad training left must come back
+    unchanged (None stays None), and the overlays are of the held images with one caption each."""
+    import torch
+
+    from lit_vision.callbacks import WandbMediaLogger
+    from lit_vision.models import ImageClassifier
+
+    torch.manual_seed(0)
+    model = ImageClassifier("compact_cifar", num_classes=3, class_names=["a", "b", "c"]).eval()
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, float(i)) if i % 2 else None  # what a half-accumulated step leaves
+    before = [None if p.grad is None else p.grad.clone() for p in params]
+    logged: dict = {}
+
+    class Recorder:
+        def log_image(self, key, images, step, caption):
+            logged.update(key=key, images=images, step=step, caption=caption)
+
+    callback = WandbMediaLogger(gradcam=3)
+    with torch.inference_mode():  # as Lightning runs validation hooks
+        callback._gradcam_images = [torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)]
+    callback._log_gradcam(model, Recorder(), ["a", "b", "c"], step=7)
+    for p, g in zip(params, before, strict=True):
+        assert (p.grad is None) if g is None else torch.equal(p.grad, g)
+    assert logged["key"] == "val/gradcam" and logged["step"] == 7 and len(logged["images"]) == 3
+    assert all(c.startswith("gradcam: ") for c in logged["caption"]) and not callback._gradcam_images
+    with pytest.raises(ValueError, match="gradcam_method"):
+        WandbMediaLogger(gradcam=1, gradcam_method="activations")  # not one heatmap per image

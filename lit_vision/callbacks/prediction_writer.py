@@ -1,6 +1,9 @@
-"""The one prediction CSV writer (a ``BasePredictionWriter``) of ``train.py predict`` and ``predict.py``.
+"""The one prediction writer (a ``BasePredictionWriter``) of ``train.py predict`` and ``predict.py``.
 
-Columns: ``index, path, target, prediction, confidence, error, prob_<class>...``. Rows are appended batch by
+CSV columns: ``index, path, target, prediction, confidence, error``, then ``top<j>, top<j>_prob`` for
+``j = 1..topk`` and ``prob_<class>...`` (unless ``probs`` is off). JSON Lines (``file_format: jsonl``): one
+object per input with the same fields, ``topk`` as a list of ``{class, prob}`` and ``probs`` as a
+``{class: prob}`` mapping; empty fields are ``null``. Rows are appended batch by
 batch (nothing accumulates in memory); under DDP each rank writes a part file and rank 0 merges the parts in
 input order. Inputs that could not be read get their ``error`` and empty prediction columns. ``summary``
 (after ``predict``) counts the rows, the failures and, where the inputs carry labels, the correct
@@ -18,7 +21,7 @@ import heapq
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -29,15 +32,19 @@ __all__ = ["CSVPredictionWriter", "PredictionWriter"]
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write one CSV row per image as each predict batch ends, with an error column, a DDP merge and a
+    """Write one row per image as each predict batch ends, with an error column, a DDP merge and a
     summary (see the module docstring).
 
     Args:
-        output_dir: folder of the CSV. Default: the run directory of ``--ckpt_path`` (the parent of its
+        output_dir: folder of the file. Default: the run directory of ``--ckpt_path`` (the parent of its
             ``checkpoints/`` folder), else the trainer's log directory.
-        filename: CSV file name (under DDP each rank first writes ``<stem>.rank<R>.csv``).
+        filename: file name (under DDP each rank first writes ``<stem>.rank<R><suffix>``).
         item_paths: the path shown for each input index (``predict.py`` passes its inputs); default: the
             datamodule's ``predict_paths()``.
+        topk: also write the ``topk`` most probable classes and their probabilities (0: none; at most the
+            number of classes).
+        file_format: ``csv`` or ``jsonl`` (JSON Lines: one object per line).
+        probs: write every class's probability (off: keeps files small for many classes, with ``topk``).
     """
 
     def __init__(
@@ -45,17 +52,28 @@ class PredictionWriter(BasePredictionWriter):
         output_dir: str | None = None,
         filename: str = "predictions.csv",
         item_paths: list[str] | None = None,
+        topk: int = 0,
+        file_format: Literal["csv", "jsonl"] = "csv",
+        probs: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
+        if topk < 0:
+            raise ValueError(f"topk must be >= 0, got {topk}")
+        if file_format not in ("csv", "jsonl"):
+            raise ValueError(f"file_format must be csv or jsonl, got {file_format!r}")
         self.output_dir = output_dir
         self.filename = filename
         self.item_paths = item_paths
+        self.topk = topk
+        self.file_format = file_format
+        self.probs = probs
         self.path: Path | None = None
         self.summary: dict[str, Any] = {}
         self._class_names: list[str] = []
         self._paths: list[str] | None = None
         self._file: Any = None
         self._writer: Any = None
+        self._header_written = False
         self._counts = {"rows": 0, "failed": 0, "labelled": 0, "correct": 0}
 
     def _resolve_path(self, trainer: L.Trainer) -> Path:
@@ -72,10 +90,15 @@ class PredictionWriter(BasePredictionWriter):
         return self.path.with_name(f"{self.path.stem}.rank{rank}{self.path.suffix}")
 
     @property
+    def _k(self) -> int:
+        return min(self.topk, len(self._class_names))
+
+    @property
     def header(self) -> list[str]:
-        return ["index", "path", "target", "prediction", "confidence", "error"] + [
-            f"prob_{c}" for c in self._class_names
-        ]
+        """The CSV columns (known once the class names are)."""
+        top = [col for j in range(1, self._k + 1) for col in (f"top{j}", f"top{j}_prob")]
+        probs = [f"prob_{c}" for c in self._class_names] if self.probs else []
+        return ["index", "path", "target", "prediction", "confidence", "error", *top, *probs]
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path = self._resolve_path(trainer)
@@ -88,9 +111,29 @@ class PredictionWriter(BasePredictionWriter):
         target = self.path if trainer.world_size == 1 else self._part(trainer.global_rank)
         self._file = open(target, "w", newline="")  # noqa: SIM115 (closed in on_predict_end)
         self._writer = csv.writer(self._file)
-        if trainer.world_size == 1:
-            self._writer.writerow(self.header)
+        # the CSV header waits for the first batch: a module without class names learns them there
+        self._header_written = trainer.world_size > 1 or self.file_format != "csv"
         self._counts = dict.fromkeys(self._counts, 0)
+
+    def _write_header(self) -> None:
+        if not self._header_written:
+            self._writer.writerow(self.header)
+            self._header_written = True
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """One row: ``record`` holds index, path, target, prediction, confidence, error, topk, probs."""
+        if self.file_format == "jsonl":
+            self._file.write(json.dumps(record) + "\n")
+            return
+        row = [record["index"], record["path"], record["target"] or "", record["prediction"] or ""]
+        row += ["" if record["confidence"] is None else f"{record['confidence']:.6f}", record["error"] or ""]
+        for j in range(self._k):
+            top = record["topk"][j] if record["topk"] else None
+            row += [top["class"], f"{top['prob']:.6f}"] if top else ["", ""]
+        if self.probs:
+            probs = record["probs"]
+            row += [f"{probs[c]:.6f}" for c in self._class_names] if probs else [""] * len(self._class_names)
+        self._writer.writerow(row)
 
     def write_on_batch_end(
         self,
@@ -108,29 +151,37 @@ class PredictionWriter(BasePredictionWriter):
         probs = probs.detach().float().cpu()
         if not self._class_names:  # a module without class names: the label index
             self._class_names = [str(i) for i in range(probs.shape[-1])]
+        self._write_header()
         conf, pred = probs.max(-1)
+        top_p, top_i = probs.topk(self._k, dim=-1)  # (N, k), most probable first
         n = len(probs)
         targets = batch[1].tolist() if len(batch) > 1 else [-1] * n
         indices = batch[2].tolist() if len(batch) > 2 else list(batch_indices or range(n))
         errors = list(batch[3]) if len(batch) > 3 else [""] * n
         names = self._class_names
-        rows = zip(indices, targets, pred.tolist(), conf.tolist(), errors, probs.tolist(), strict=True)
-        for i, t, p, c, err, row in rows:
+        columns = (pred.tolist(), conf.tolist(), top_i.tolist(), top_p.tolist(), probs.tolist())
+        for i, t, err, p, c, ti, tp, row in zip(indices, targets, errors, *columns, strict=True):
             path = self._paths[i] if self._paths is not None else ""
-            target = names[t] if t is not None and 0 <= t < len(names) else ""
+            target = names[t] if t is not None and 0 <= t < len(names) else None
             self._counts["rows"] += 1
+            record = {"index": i, "path": path, "target": target, "prediction": None, "confidence": None}
+            record.update(error=err or None, topk=None, probs=None)
             if err:
                 self._counts["failed"] += 1
-                self._writer.writerow([i, path, target, "", "", err] + [""] * len(names))
-                continue
-            if target:
-                self._counts["labelled"] += 1
-                self._counts["correct"] += int(p == t)
-            self._writer.writerow([i, path, target, names[p], f"{c:.6f}", ""] + [f"{v:.6f}" for v in row])
+            else:
+                if target is not None:
+                    self._counts["labelled"] += 1
+                    self._counts["correct"] += int(p == t)
+                record.update(prediction=names[p], confidence=c)
+                record["topk"] = [{"class": names[k], "prob": v} for k, v in zip(ti, tp, strict=True)]
+                if self.probs:
+                    record["probs"] = dict(zip(names, row, strict=True))
+            self._write(record)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._file is None:
             return
+        self._write_header()  # a run with no batch still gets a well-formed (empty) CSV
         self._close()
         counts = torch.tensor([self._counts[k] for k in ("rows", "failed", "labelled", "correct")])
         if trainer.world_size > 1:
@@ -151,16 +202,20 @@ class PredictionWriter(BasePredictionWriter):
             self.path.with_suffix(".summary.json").write_text(json.dumps(self.summary, indent=2))
 
     def _merge(self, world_size: int) -> None:
-        """Rank parts -> one CSV in input order, streamed (a k-way merge on the index column)."""
+        """Rank parts -> one file in input order, streamed (a k-way merge on the index)."""
         assert self.path is not None
         parts = [self._part(r) for r in range(world_size)]
         files = [open(p, newline="") for p in parts]  # noqa: SIM115 (closed below)
+        # each part is in increasing index order (the unrepeated sampler keeps order within a rank)
         with open(self.path, "w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(self.header)
-            # each part is in increasing index order (the unrepeated sampler keeps order within a rank)
-            for row in heapq.merge(*(csv.reader(f) for f in files), key=lambda row: int(row[0])):
-                writer.writerow(row)
+            if self.file_format == "jsonl":
+                lines = heapq.merge(*files, key=lambda line: json.loads(line)["index"])
+                out.writelines(lines)
+            else:
+                writer = csv.writer(out)
+                writer.writerow(self.header)
+                for row in heapq.merge(*(csv.reader(f) for f in files), key=lambda row: int(row[0])):
+                    writer.writerow(row)
         for f, p in zip(files, parts, strict=True):
             f.close()
             p.unlink()

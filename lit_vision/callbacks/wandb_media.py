@@ -1,4 +1,5 @@
-"""Validation media for Weights & Biases: sample grid, confusion matrix, per-class table, gradients.
+"""Validation media for Weights & Biases: sample grid, confusion matrix, per-class table, gradients, and
+Grad-CAM overlays of a fixed set of validation images (where the model looks, epoch after epoch).
 
 Metrics are computed on every rank with torchmetrics (``compute()`` syncs them under DDP); only rank zero
 writes to W&B (Lightning's logger methods are ``rank_zero_only``), at the trainer's global step. Without a
@@ -23,6 +24,7 @@ from torchmetrics.classification import (
 )
 
 from lit_vision.data.normalization import denormalize
+from lit_vision.models.heatmaps import HEATMAP_METHODS, heatmaps, overlay
 
 __all__ = ["WandbMediaLogger", "confusion_matrix_figure"]
 
@@ -55,6 +57,14 @@ class WandbMediaLogger(L.Callback):
         per_class_table: log a table of per-class precision, recall, F1 and support.
         watch: ``gradients``, ``parameters`` or ``all``: histograms via ``WandbLogger.watch``; ``None``: off.
         watch_log_freq: steps between ``watch`` histograms.
+        gradcam: Grad-CAM overlays (``val/gradcam``) of the first ``gradcam`` validation images after every
+            validation epoch, for the predicted class: the same images each time (the validation loader is
+            not shuffled), so the run's page shows how the evidence moves as the model trains. 0: off.
+            Computed on rank 0 only, with the weights being validated (EMA's when EMA is on).
+        gradcam_method: any method of ``lit_vision.explain`` that gives one heatmap (``gradcam``,
+            ``gradcam++``, ``cam``, ``saliency``, ``occlusion``).
+        gradcam_layer: the backbone module Grad-CAM reads (``python -m lit_vision.explain --list-layers``);
+            ``None``: the last convolution with a map of at least 8x8.
     """
 
     def __init__(
@@ -64,9 +74,19 @@ class WandbMediaLogger(L.Callback):
         per_class_table: bool = True,
         watch: str | None = None,
         watch_log_freq: int = 100,
+        gradcam: int = 0,
+        gradcam_method: str = "gradcam",
+        gradcam_layer: str | None = None,
     ) -> None:
         if watch not in (None, "gradients", "parameters", "all"):
             raise ValueError(f"watch must be None, 'gradients', 'parameters' or 'all', got {watch!r}")
+        if gradcam < 0 or gradcam_method not in HEATMAP_METHODS:
+            raise ValueError(
+                f"gradcam must be >= 0 and gradcam_method one of {HEATMAP_METHODS}, got {gradcam}, "
+                f"{gradcam_method!r}"
+            )
+        self.gradcam, self.gradcam_method, self.gradcam_layer = gradcam, gradcam_method, gradcam_layer
+        self._gradcam_images: list[Tensor] = []
         self.num_samples, self.confusion_matrix, self.per_class_table = (
             num_samples,
             confusion_matrix,
@@ -101,6 +121,7 @@ class WandbMediaLogger(L.Callback):
             }
         ).to(pl_module.device)
         self._samples = []
+        self._gradcam_images = []
 
     def on_validation_batch_end(
         self,
@@ -122,6 +143,10 @@ class WandbMediaLogger(L.Callback):
             # back to [0, 1] pixels for display
             images = denormalize(x[:take], pl_module.input_mean, pl_module.input_std).clamp(0, 1).cpu()
             self._samples.append((images, preds[:take].cpu(), y[:take].cpu()))
+        held = sum(len(g) for g in self._gradcam_images)
+        if trainer.is_global_zero and held < self.gradcam:
+            pixels = denormalize(x[: self.gradcam - held], pl_module.input_mean, pl_module.input_std)
+            self._gradcam_images.append((pixels.clamp(0, 1) * 255).round().to(torch.uint8))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._metrics is None:
@@ -151,6 +176,8 @@ class WandbMediaLogger(L.Callback):
             fig = confusion_matrix_figure(confusion, names)
             logger.log_image("val/confusion_matrix", [fig], step=step)
             plt.close(fig)
+        if self._gradcam_images and trainer.is_global_zero:
+            self._log_gradcam(pl_module, logger, names, step)
         if self.per_class_table:
             support = confusion.sum(1).tolist()
             rows = [
@@ -169,3 +196,27 @@ class WandbMediaLogger(L.Callback):
                 data=rows,
                 step=step,
             )
+
+    def _log_gradcam(
+        self, pl_module: L.LightningModule, logger: WandbLogger, names: list[str], step: int
+    ) -> None:
+        """Heatmaps of the held validation images with the weights just validated, as overlays."""
+        # Validation hooks run under inference mode: Grad-CAM needs autograd, and the held images were made
+        # in inference mode, so they are cloned outside it. The model is in eval mode (BN statistics fixed).
+        # Grad-CAM backpropagates into the weights' .grad: put back what training left there (accumulating
+        # gradients across a mid-epoch validation must not pick these up).
+        params = list(pl_module.parameters())
+        grads = [p.grad for p in params]
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                images = torch.cat(self._gradcam_images).clone()
+                maps, classes = heatmaps(
+                    pl_module, images, self.gradcam_method, target_layer=self.gradcam_layer
+                )
+        finally:
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+        pictures = [overlay(img, heat) for img, heat in zip(images.cpu(), maps.float().cpu(), strict=True)]
+        captions = [f"{self.gradcam_method}: {names[c]}" for c in classes.tolist()]
+        logger.log_image("val/gradcam", pictures, step=step, caption=captions)
+        self._gradcam_images = []

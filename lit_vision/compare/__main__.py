@@ -44,6 +44,14 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=float, help="minutes of training per run (a fitted schedule)")
     p.add_argument("--baseline", help="the cell the others are compared with")
     p.add_argument(
+        "--no-together",
+        dest="together",
+        action="store_const",
+        const=False,
+        default=None,
+        help="techniques preset: no last cell with every technique at once (for alternatives)",
+    )
+    p.add_argument(
         "--devices",
         default="auto",
         help="'auto' (every visible GPU, one run per GPU; the CPU when there is none), 'cpu', or GPU "
@@ -81,6 +89,7 @@ def _campaign(args: argparse.Namespace) -> Campaign:
         "max_epochs": args.max_epochs,
         "max_time": args.max_time,
         "baseline": args.baseline,
+        "together": args.together,
     }
     if args.campaign:
         return Campaign.from_file(args.campaign, **flags)

@@ -10,6 +10,7 @@ lit_vision.compare``::
     techniques: [ema, mixing, label_smoothing, cutout, fgsm]
     seeds: 3                         # seeds 0, 1, 2 (or a list)
     max_epochs: 5                    # and/or max_time (minutes of training per run)
+    together: true                   # techniques preset: also all of them at once (false for alternatives)
 
 Every cell is an ordinary ``train.py fit`` run: the base configs, the ``set`` overrides (they amend the
 base), then the cell's own config fragments and overrides, which win over both: a technique that sets a key
@@ -105,6 +106,9 @@ class Campaign:
     max_epochs: int | None = None
     max_time: float | None = None
     baseline: str | None = None
+    #: techniques preset: a last cell with every technique at once (off for techniques that replace each
+    #: other, such as two augmentation policies)
+    together: bool = True
     config_root: Path = Path("configs")
 
     # ------------------------------------------------------------------ construction
@@ -112,7 +116,7 @@ class Campaign:
     def from_dict(cls, spec: dict[str, Any], config_root: Path = Path("configs")) -> Campaign:
         known = {
             "name", "base", "preset", "backbones", "techniques", "activations", "set", "seeds",
-            "max_epochs", "max_time", "baseline",
+            "max_epochs", "max_time", "baseline", "together",
         }  # fmt: skip
         unknown = sorted(set(spec) - known)
         if unknown:
@@ -141,6 +145,7 @@ class Campaign:
             max_epochs=None if spec.get("max_epochs") is None else int(spec["max_epochs"]),
             max_time=None if spec.get("max_time") is None else float(spec["max_time"]),
             baseline=spec.get("baseline"),
+            together=bool(spec.get("together", True)),
             config_root=config_root,
         )
         campaign.techniques = [campaign._technique(t) for t in _as_list(spec.get("techniques"))]
@@ -275,7 +280,7 @@ class Campaign:
         for technique in self.techniques:
             cells.append(Cell(_cell_id(technique.name), "techniques", backbone + technique.configs,
                               technique.overrides))  # fmt: skip
-        if len(self.techniques) > 1:
+        if self.together and len(self.techniques) > 1:
             configs = backbone + tuple(c for t in self.techniques for c in t.configs)
             overrides = tuple(o for t in self.techniques for o in t.overrides)
             cells.append(Cell("all", "techniques", configs, overrides))
@@ -328,5 +333,6 @@ class Campaign:
             "max_epochs": self.max_epochs,
             "max_time": self.max_time,
             "baseline": self.baseline,
+            **({} if self.together else {"together": False}),  # written only when off: older files lack it
         }
         return {k: v for k, v in spec.items() if v not in (None, [], {})}

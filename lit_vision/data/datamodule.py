@@ -1,11 +1,17 @@
-"""``ImageDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory.
+"""``ImageDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory, or streamed
+from litdata shards (``backend: streaming``) when it does not fit.
 
 ``CIFARDataModule`` is its former name, kept as an alias so existing imports and configs keep working.
 
 Data flow: images are decoded once to a uint8 tensor (N, 3, H, W) (cached on disk for ImageFolder trees),
 loaders yield uint8 batches, and ``on_after_batch_transfer`` turns them into normalized float batches on the
 device, with batched random crop / flip / Cutout during training. The alternative ``augment:
-albumentations`` runs a per-sample albumentations pipeline in DataLoader workers instead.
+albumentations`` (or ``torchvision``) runs a per-sample albumentations (or torchvision ``transforms.v2``)
+pipeline in DataLoader workers instead.
+
+``backend: streaming`` reads shards written by ``python -m lit_vision.data.shards`` (``lit_vision.data.
+streaming``): workers decode each image, loaders yield the same uint8 batches, and everything from
+``on_after_batch_transfer`` on is shared by both back-ends.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_vision.data.albumentations_pipeline import AlbumentationsTransform, worker_init_fn
+from lit_vision.data.albumentations_pipeline import worker_init_fn
+from lit_vision.data.augmentation import build_batch_augment, build_sample_transform
 from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
 from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler, make_sampler
 from lit_vision.data.sources import (
@@ -47,19 +54,27 @@ _KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
 class ImageDataModule(L.LightningDataModule):
-    """CIFAR-10/100 or an ImageFolder tree, in memory, with batched on-device augmentation.
+    """CIFAR-10/100 or an ImageFolder tree, in memory or streamed, with batched on-device augmentation.
 
     Args:
         dataset: ``cifar10``, ``cifar100`` or ``imagefolder`` (``data_dir/train/<class>/*``, optional
             ``data_dir/test/<class>/*``).
         data_dir: for cifar10/100 either torchvision's files (downloaded here when missing and ``download``
-            is set) or an ImageFolder copy of the dataset; for imagefolder the tree's root.
+            is set) or an ImageFolder copy of the dataset; for imagefolder the tree's root. With ``backend:
+            streaming``: the shard folder written by ``python -m lit_vision.data.shards``, or its URL
+            (``s3://bucket/cifar10``, ``gs://...``).
+        backend: ``memory`` (default): every image decoded once into one uint8 tensor (fast; the dataset must
+            fit in RAM). ``streaming``: litdata shards streamed from disk or a bucket, decoded per sample in
+            workers, sharded by rank and worker (datasets larger than memory, multi-node runs; needs
+            ``pip install 'lit-vision[streaming]'``). The shards fix the train/val split: ``val_size`` and
+            ``seed`` must equal the conversion's.
         batch_size: training batch size per device (per process under DDP).
         eval_batch_size: batch size for val/test/predict (default: 2 x ``batch_size``).
         val_size: images held out of the train split for validation: a count, or a fraction if < 1; 0 trains
             on every image and skips validation (``test``/``predict`` then need a test split).
         seed: seed of the train/val split (the same split on every rank and every run).
-        augment: ``batched`` (tensor ops on the device, default) or ``albumentations`` (per-sample, workers).
+        augment: ``batched`` (tensor ops on the device, default), or a per-sample pipeline in workers:
+            ``albumentations`` or ``torchvision`` (``transforms.v2``).
         crop_padding: batched path: random-crop shift in pixels (reflect padding); 0 disables.
         hflip: batched path: random horizontal flip.
         alternating_flip: batched path, with ``hflip``: instead of a coin per image and epoch, flip every
@@ -67,15 +82,26 @@ class ImageDataModule(L.LightningDataModule):
             distinct views early in training). The choice is a function of (run seed, image), so resumed
             runs see the same flips.
         cutout: batched path: Cutout square side in pixels; 0 disables.
+        policy: batched path: ``randaugment`` (RandAugment, Cubuk et al. 2020) or ``trivialaugment``
+            (TrivialAugmentWide, Müller & Hutter 2021), a draw per image on the device after crop and flip
+            (``lit_vision.data.policies``); ``none``: off.
+        num_ops: batched path, RandAugment: operations per image.
+        magnitude: batched path, RandAugment: magnitude bin, 0..30 (torchvision's default 9).
+        color_jitter: batched path: brightness, contrast and saturation jitter strength ``s`` (factors
+            uniform in ``[1 - s, 1 + s]`` per image); 0 disables.
+        random_erasing: batched path: probability per image of random erasing (Zhong et al. 2020), the
+            rectangle set to the mean; 0 disables.
         albumentations: albumentations path: list of ``{name: Transform, arg: value}`` entries.
+        torchvision: torchvision path: list of ``{name: Transform, arg: value}`` entries of
+            ``torchvision.transforms.v2`` on uint8 tensors (no ``Normalize``: that runs on the device).
         image_size: resize + centre-crop ImageFolder images to this square size (``None``: keep native size).
         channels_last: deliver batches in channels-last memory format (match ``model.channels_last``).
         device_resident: batched path: keep the decoded uint8 images on the accelerator (moved once, at the
             first batch); the loaders yield sample indices and the batch is gathered there, so no image
             crosses the host-device link per step. Samplers, DDP sharding and mid-epoch resume are the same
             (they deal in indices either way). Costs the dataset's size in device memory (CIFAR: 150 MB).
-        num_workers: DataLoader workers (default: 0 for ``batched``, where batches are tensor slices;
-            min(4, CPUs) for ``albumentations``).
+        num_workers: DataLoader workers (default: 0 for ``batched`` in memory, where batches are tensor
+            slices; min(4, CPUs) for the per-sample paths and the streaming back-end, which decode in them).
         cache_dir: where decoded ImageFolder tensors and statistics are cached (default:
             ``$LIT_VISION_CACHE`` or ``~/.cache/lit_vision``).
         download: download torchvision's CIFAR files in ``prepare_data`` when ``data_dir`` holds no data.
@@ -87,16 +113,23 @@ class ImageDataModule(L.LightningDataModule):
         self,
         dataset: Literal["cifar10", "cifar100", "imagefolder"] = "cifar10",
         data_dir: str | Path = "data/cifar10",
+        backend: Literal["memory", "streaming"] = "memory",
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         val_size: int | float = 5000,
         seed: int = 0,
-        augment: Literal["batched", "albumentations"] = "batched",
+        augment: Literal["batched", "albumentations", "torchvision"] = "batched",
         crop_padding: int = 4,
         hflip: bool = True,
         alternating_flip: bool = False,
         cutout: int = 0,
+        policy: Literal["none", "randaugment", "trivialaugment"] = "none",
+        num_ops: int = 2,
+        magnitude: int = 9,
+        color_jitter: float = 0.0,
+        random_erasing: float = 0.0,
         albumentations: list[dict[str, Any]] | None = None,
+        torchvision: list[dict[str, Any]] | None = None,
         image_size: int | None = None,
         channels_last: bool = False,
         device_resident: bool = False,
@@ -112,15 +145,22 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment == "albumentations" and not albumentations:
             raise ValueError("augment: albumentations needs a pipeline in data.albumentations.")
+        if augment == "torchvision" and not torchvision:
+            raise ValueError("augment: torchvision needs a pipeline in data.torchvision.")
         if device_resident and augment != "batched":
             raise ValueError(
-                "device_resident needs augment: batched (albumentations runs per sample on the host)."
+                f"device_resident needs augment: batched ({augment} runs per sample on the host)."
             )
+        if backend not in ("memory", "streaming"):
+            raise ValueError(f"Unknown backend {backend!r}: choose memory or streaming.")
+        if device_resident and backend == "streaming":
+            raise ValueError("device_resident needs backend: memory (streaming never holds the whole set).")
         # Paths as strings: checkpoints must load with torch.load(weights_only=True), which rejects PosixPath.
         self.save_hyperparameters(ignore=["data_dir", "cache_dir"])
         self.hparams.update(data_dir=str(data_dir), cache_dir=None if cache_dir is None else str(cache_dir))
         self.dataset = dataset
         self.data_dir = Path(data_dir).expanduser()
+        self.backend = backend
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.val_size = val_size
@@ -130,14 +170,15 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.download = download
         self.predict_split = predict_split
-        # Batched: batches are tensor slices, workers would only add IPC. Albumentations: per-sample work.
-        default_workers = 0 if augment == "batched" else min(4, os.cpu_count() or 1)
+        # Batched in memory: batches are tensor slices, workers would only add IPC. Per-sample pipelines and
+        # streaming (a decode per image) work per sample.
+        per_sample = augment != "batched" or backend == "streaming"
+        default_workers = min(4, os.cpu_count() or 1) if per_sample else 0
         self.num_workers = num_workers if num_workers is not None else default_workers
         self.albumentations = albumentations
+        self.torchvision = torchvision
         # Built here so a typo in the pipeline fails at start-up, not in a worker after data loading.
-        self._sample_transform = (
-            AlbumentationsTransform(albumentations) if augment == "albumentations" else None
-        )
+        self._sample_transform = build_sample_transform(self.hparams)
         self.crop_padding, self.hflip, self.cutout, self.channels_last = (
             crop_padding,
             hflip,
@@ -145,6 +186,7 @@ class ImageDataModule(L.LightningDataModule):
             channels_last,
         )
         self.alternating_flip = alternating_flip and hflip and augment == "batched"
+
         self.device_resident = device_resident
         #: device_resident: the decoded images per (split source, device), moved on first use
         self._resident: dict[tuple[str, torch.device], Tensor] = {}
@@ -158,6 +200,13 @@ class ImageDataModule(L.LightningDataModule):
         self._mean: tuple[float, float, float] | None = None
         self._std: tuple[float, float, float] | None = None
         self.batch_transform: BatchAugment | None = None
+        #: backend streaming: the shards (``lit_vision.data.streaming``, imported only then: litdata is an
+        #: optional extra)
+        self._store = None
+        if backend == "streaming":
+            from lit_vision.data.streaming import ShardStore
+
+            self._store = ShardStore(str(data_dir), self.cache_dir)
 
     # ------------------------------------------------------------------ metadata (valid right after __init__)
     @property
@@ -168,6 +217,8 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def classes(self) -> list[str]:
         """Class names in label order."""
+        if self._store is not None:
+            return list(self._store.meta["classes"])
         if self._train_full is not None:
             return list(self._train_full.classes)
         if self.layout == "imagefolder":
@@ -207,6 +258,8 @@ class ImageDataModule(L.LightningDataModule):
     def input_size(self) -> int:
         """Side in pixels of the (square) images the loaders serve (after ``setup``): ``image_size`` when set,
         else the dataset's own size (32 for CIFAR)."""
+        if self._store is not None:
+            return self.image_size or int(self._store.meta["shape"][-1])
         if self._train_full is None:
             raise RuntimeError("input_size is known after setup(); call datamodule.setup('fit') first.")
         return int(self._train_full.images.shape[-1])
@@ -214,19 +267,29 @@ class ImageDataModule(L.LightningDataModule):
     def train_images(self, count: int | None = None) -> Tensor:
         """The first ``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU
         (available after ``setup``): what a backbone's data-dependent initialization reads."""
+        if self._store is not None:  # streamed: the train shards' first images, decoded here
+            return self._store.read("train", count or self._store.meta["counts"]["train"], self.image_size)
         if self._train_full is None or self._train_idx is None:
             raise RuntimeError("train_images() needs setup('fit') first.")
         return self._train_full.images[self._train_idx[:count]]
 
     @property
     def has_test_split(self) -> bool:
+        if self._store is not None:
+            return self._store.has("test")
         if self.layout == "torchvision":
             return True
         return (self.data_dir / "test").is_dir()
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
-        """Download torchvision's CIFAR files if needed (rank 0 only), and warm the decode cache."""
+        """Download torchvision's CIFAR files if needed (rank 0 only), and warm the decode cache; streaming:
+        check the shards (complete, of this project's format, every local shard file whole)."""
+        if self._store is not None:
+            for split in ("train", "val", "test"):
+                if self._store.has(split):
+                    self._store.split_dir(split)
+            return
         if self.layout is None:
             if self.dataset == "imagefolder" or not self.download:
                 raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
@@ -274,7 +337,11 @@ class ImageDataModule(L.LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the decoded splits, draw the seeded train/val split and compute mean/std."""
+        """Load the decoded splits, draw the seeded train/val split and compute mean/std (streaming: read them
+        from the shards' metadata)."""
+        if self._store is not None:
+            self._setup_streaming(stage)
+            return
         self._load_splits()
         assert self._train_full is not None
         n = len(self._train_full)
@@ -291,9 +358,44 @@ class ImageDataModule(L.LightningDataModule):
             # the run's seed (what the sampler uses), not the split's: flips are training randomness
             generator = torch.Generator().manual_seed(run_seed())
             self._flip_phase = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
-        self.batch_transform = BatchAugment(
-            self._mean, self._std, self.crop_padding, self.hflip, self.cutout, self.channels_last
-        )
+        self.batch_transform = build_batch_augment(self.hparams, self._mean, self._std)
+
+    def _setup_streaming(self, stage: str | None) -> None:
+        assert self._store is not None
+        meta = self._store.meta
+        if (meta["val_size"], meta["seed"]) != (self.val_size, self.seed):
+            raise DatasetError(
+                f"The shards at {self._store.root} hold the split val_size={meta['val_size']}, "
+                f"seed={meta['seed']}, but data.val_size={self.val_size}, data.seed={self.seed}: set those, "
+                "or convert again with --val-size/--seed (python -m lit_vision.data.shards)."
+            )
+        expected = _KNOWN_NUM_CLASSES.get(self.dataset)
+        if expected is not None and len(meta["classes"]) != expected:
+            raise DatasetError(
+                f"The shards at {self._store.root} have {len(meta['classes'])} classes, but {self.dataset} "
+                f"has {expected}. Use dataset: imagefolder for other datasets."
+            )
+        n_train = meta["counts"]["train"]
+        if n_train < self.batch_size and stage in (None, "fit"):
+            raise DatasetError(
+                f"batch_size={self.batch_size} is larger than the {n_train} training images; the train "
+                "loader drops incomplete batches, so no step would run. Lower data.batch_size."
+            )
+        self._mean, self._std = tuple(meta["mean"]), tuple(meta["std"])  # type: ignore[assignment]
+        if self.alternating_flip:
+            generator = torch.Generator().manual_seed(run_seed())  # as the memory back-end's, by source index
+            self._flip_phase = torch.randint(
+                0, 2, (meta["source_train_size"],), generator=generator, dtype=torch.bool
+            )
+        self.batch_transform = build_batch_augment(self.hparams, self._mean, self._std)
+
+    def _has_test(self) -> bool:
+        return self._store.has("test") if self._store is not None else self._test is not None
+
+    def _has_val(self) -> bool:
+        if self._store is not None:
+            return self._store.has("val")
+        return self._val_idx is None or len(self._val_idx) > 0
 
     # ------------------------------------------------------------------ datasets and loaders
     def _dataset(self, split: Literal["train", "val", "test", "predict"]) -> TensorImageDataset:
@@ -330,17 +432,18 @@ class ImageDataModule(L.LightningDataModule):
         if split == "val":
             return "val"
         name = self.predict_split if split == "predict" and self.predict_split is not None else None
-        if name == "test" and self._test is None:
-            raise DatasetError(f"predict_split=test, but {self.data_dir} has no test split.")
-        if name is None and self._test is not None:
+        if name == "test" and not self._has_test():
+            raise DatasetError(f"predict_split=test, but {self.hparams.data_dir} has no test split.")
+        if name is None and self._has_test():
             name = "test"
         if name is None:
             name = "val"
-            if self._val_idx is not None and len(self._val_idx) > 0:
+            if self._has_val():
                 rank_zero_warn(
-                    f"{self.data_dir} has no test split; {split} uses the held-out validation split instead."
+                    f"{self.hparams.data_dir} has no test split; {split} uses the held-out validation split "
+                    "instead."
                 )
-        if name == "val" and self._val_idx is not None and len(self._val_idx) == 0:
+        if name == "val" and not self._has_val():
             raise DatasetError(
                 f"{split} needs images to evaluate, but {self.data_dir} has no test split and val_size=0 "
                 "holds none out: add a test split, run it with a val_size > 0, or predict on files "
@@ -351,6 +454,8 @@ class ImageDataModule(L.LightningDataModule):
     def predict_paths(self) -> list[str]:
         """Source path of every image, indexed like the ``index`` element of predict batches."""
         name = self._resolve_eval_split("predict")
+        if self._store is not None:
+            return self._store.paths("test" if name == "test" else "train")
         split = self._test if name == "test" else self._train_full
         assert split is not None
         return split.paths
@@ -358,6 +463,21 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
         train = split == "train"
         workers = self.num_workers
+        if self._store is not None:
+            from lit_vision.data.streaming import make_streaming_loader
+
+            return make_streaming_loader(
+                self._store,
+                "train" if train else self._resolve_eval_split(split),
+                batch_size=self.batch_size if train else self.eval_batch_size,
+                train=train,
+                image_size=self.image_size,
+                seed=run_seed(),
+                num_workers=workers,
+                transform=self._sample_transform if train else None,
+                return_index=self.alternating_flip if train else split == "predict",
+                pin_memory=isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator),
+            )
         dataset = self._dataset(split)
         sampler = make_sampler(dataset, train, self.trainer) if split != "predict" else None
         seed = run_seed()
@@ -383,7 +503,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list:
-        if self._val_idx is not None and len(self._val_idx) == 0:
+        if not self._has_val():
             return []  # val_size: 0: Lightning skips validation
         return self._loader("val")
 

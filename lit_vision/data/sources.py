@@ -15,6 +15,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -170,8 +171,9 @@ def _fingerprint(root: Path, files: list[Path], image_size: int | None) -> str:
     return h.hexdigest()[:16]
 
 
-def decode_image(path: Path, image_size: int | None) -> np.ndarray:
-    """One file -> (H, W, 3) uint8; grayscale, palette, RGBA and 16-bit images become 8-bit RGB."""
+def decode_image(path: Path | BinaryIO, image_size: int | None, name: str | None = None) -> np.ndarray:
+    """One file (or its bytes, with ``name`` for messages) -> (H, W, 3) uint8; grayscale, palette, RGBA and
+    16-bit images become 8-bit RGB. Both back-ends decode through here, so their pixels are identical."""
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -184,7 +186,7 @@ def decode_image(path: Path, image_size: int | None) -> np.ndarray:
                 im = ImageOps.fit(im, (image_size, image_size), Image.Resampling.BICUBIC)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"Cannot read image {path}: {err}. Delete or replace the file.") from err
+        raise DatasetError(f"Cannot read image {name or path}: {err}. Delete or replace the file.") from err
 
 
 def load_imagefolder_split(

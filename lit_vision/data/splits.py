@@ -7,6 +7,7 @@ the same split and the same statistics without communicating.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from lit_vision.data.sources import DatasetError, cached_json, write_json
 
-__all__ = ["channel_stats", "seeded_split"]
+__all__ = ["channel_moments", "channel_stats", "seeded_split"]
 
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 
@@ -48,15 +49,22 @@ def channel_stats(images: Tensor, indices: Tensor, cache_dir: Path, key: object)
     cache_file = Path(cache_dir) / f"stats-{digest.hexdigest()[:16]}.json"
     if (hit := cached_json(cache_file)) is not None:
         return tuple(hit["mean"]), tuple(hit["std"])  # type: ignore[return-value]
+    mean, std = channel_moments(images[chunk] for chunk in indices.split(4096))
+    write_json(cache_file, {"mean": mean, "std": std})
+    return tuple(mean), tuple(std)  # type: ignore[return-value]
+
+
+def channel_moments(batches: Iterable[Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units over uint8 batches (n, 3, H, W), summed in float64 chunk by
+    chunk (exact sums without a copy of the whole set): the memory back-end's statistics and the shards'."""
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
-    for chunk in indices.split(4096):  # float64 chunks: exact sums without a 600 MB copy
-        x = images[chunk].to(torch.float64) / 255.0
+    count = 0
+    for batch in batches:
+        x = batch.to(torch.float64) / 255.0
         total += x.sum((0, 2, 3))
         total_sq += (x * x).sum((0, 2, 3))
-    count = len(indices) * images.shape[2] * images.shape[3]
+        count += x.shape[0] * x.shape[2] * x.shape[3]
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
-    stats = {"mean": mean.tolist(), "std": std.tolist()}
-    write_json(cache_file, stats)
-    return tuple(stats["mean"]), tuple(stats["std"])  # type: ignore[return-value]
+    return mean.tolist(), std.tolist()

@@ -3,18 +3,26 @@
 Instead of per-sample PIL/NumPy transforms in DataLoader workers, whole uint8 batches are augmented at once
 with tensor ops (the approach of Keller Jordan's airbench): random crop with reflect padding, horizontal
 flip, optional Cutout (DeVries & Taylor, 2017), then per-channel normalization. Each op is a handful of
-kernels for the whole batch, on CPU or GPU alike.
+kernels for the whole batch, on CPU or GPU alike. The policies of ``lit_vision.data.policies`` (RandAugment,
+TrivialAugmentWide, colour jitter, random erasing) plug in here the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_vision.data.normalization import affine
+from lit_vision.data.policies import (
+    batch_color_jitter,
+    batch_random_erasing,
+    rand_augment,
+    trivial_augment_wide,
+)
 
 __all__ = ["BatchAugment", "batch_cutout", "batch_hflip", "batch_random_crop"]
 
@@ -69,6 +77,13 @@ class BatchAugment(nn.Module):
         hflip: random horizontal flip with probability 0.5.
         cutout: side of the Cutout square in pixels (0 disables); filled with the mean (0 after normalizing).
         channels_last: return the batch in channels-last memory format (faster convs on CPU and tensor cores).
+        policy: ``randaugment`` or ``trivialaugment`` (TrivialAugmentWide), per image, after crop and flip;
+            ``none``: off.
+        num_ops: RandAugment's operations per image.
+        magnitude: RandAugment's magnitude bin (0..30; torchvision's default 9).
+        color_jitter: brightness, contrast and saturation factors drawn per image from ``[1 - s, 1 + s]``;
+            0 disables.
+        random_erasing: probability per image of erasing one random rectangle (set to the mean); 0 disables.
     """
 
     def __init__(
@@ -79,8 +94,22 @@ class BatchAugment(nn.Module):
         hflip: bool = True,
         cutout: int = 0,
         channels_last: bool = False,
+        policy: Literal["none", "randaugment", "trivialaugment"] = "none",
+        num_ops: int = 2,
+        magnitude: int = 9,
+        color_jitter: float = 0.0,
+        random_erasing: float = 0.0,
     ) -> None:
         super().__init__()
+        if policy not in ("none", "randaugment", "trivialaugment"):
+            raise ValueError(f"policy must be none, randaugment or trivialaugment, got {policy!r}")
+        if num_ops < 1 or not 0 <= magnitude <= 30 or color_jitter < 0 or not 0 <= random_erasing <= 1:
+            raise ValueError(
+                "Need num_ops >= 1, 0 <= magnitude <= 30, color_jitter >= 0, 0 <= random_erasing <= 1; got "
+                f"{num_ops}, {magnitude}, {color_jitter}, {random_erasing}"
+            )
+        self.policy, self.num_ops, self.magnitude = policy, num_ops, magnitude
+        self.color_jitter, self.random_erasing = color_jitter, random_erasing
         # x_norm = (x / 255 - mean) / std = x * scale + shift: one fused multiply-add on the float batch.
         scale, shift = affine(mean, std, 255.0)
         self.register_buffer("scale", scale, persistent=False)
@@ -98,15 +127,34 @@ class BatchAugment(nn.Module):
             self.to(x.device)
         return torch.addcmul(self.shift, x.float(), self.scale)
 
+    @property
+    def pixel_ops(self) -> bool:
+        """Whether training uses operations defined on [0, 255] pixels (the policies, colour jitter)."""
+        return self.policy != "none" or self.color_jitter > 0
+
     def forward(self, x: Tensor, train: bool = False, flip: Tensor | None = None) -> Tensor:
         """``flip``: (N,) bool, which images to flip (alternating flip); ``None``: a coin per image."""
-        x = self.normalize(x)
+        # Crop and flip only move pixels: before or after normalizing gives the same values. The policies and
+        # colour jitter are defined on [0, 255] pixels, so with them normalization comes after.
+        in_pixels = train and self.pixel_ops
+        x = x.float() if in_pixels else self.normalize(x)
         if train:
             x = batch_random_crop(x, self.crop_padding)
             if flip is not None:
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
             elif self.hflip:
                 x = batch_hflip(x)
+            if in_pixels:
+                if self.policy == "randaugment":
+                    x = rand_augment(x, self.num_ops, self.magnitude)
+                elif self.policy == "trivialaugment":
+                    x = trivial_augment_wide(x)
+                if self.color_jitter > 0:
+                    s = self.color_jitter
+                    x = batch_color_jitter(x, s, s, s)
+                x = self.normalize(x)
             x = batch_cutout(x, self.cutout)
+            if self.random_erasing > 0:
+                x = batch_random_erasing(x, self.random_erasing)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=memory_format)

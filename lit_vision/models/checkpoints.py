@@ -1,7 +1,8 @@
 """Reading and writing ``ImageClassifier`` checkpoints outside a Trainer (predict, report, explain, export).
 
 Loading is safe by default: ``torch.load(weights_only=True)`` unpickles tensors, containers and plain values
-only, so a crafted file cannot run code. Every checkpoint this project writes loads that way. A file that
+only, so a crafted file cannot run code (``.safetensors`` weights from ``lit_vision.models.weights`` hold no
+pickle at all). Every checkpoint this project writes loads that way. A file that
 needs more (pickled Python objects) is refused with the reason; ``trusted=True`` (the apps'
 ``--trust-checkpoint``) loads it with full unpickling, for files whose origin the user trusts.
 """
@@ -63,6 +64,13 @@ def read_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    if path.suffix == ".safetensors":  # tensors and text only: safe without any opt-in
+        from lit_vision.models.weights import read_weights
+
+        try:
+            return read_weights(path)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as err:

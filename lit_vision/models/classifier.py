@@ -18,6 +18,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
+from lit_vision.lightning_workarounds import estimated_stepping_batches
 from lit_vision.models.factory_args import left_unset
 from lit_vision.models.layers import own_forward_batchnorms
 from lit_vision.models.losses import SoftTargetCrossEntropy
@@ -481,7 +482,7 @@ class ImageClassifier(L.LightningModule):
             return optimizer
         interval = self.hparams.scheduler_interval
         total = int(
-            self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+            estimated_stepping_batches(self.trainer) if interval == "step" else self.trainer.max_epochs
         )
         scheduler = build_scheduler(self.scheduler_factory, optimizer, total)
         if isinstance(scheduler, ReduceLROnPlateau):
