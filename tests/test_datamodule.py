@@ -32,6 +32,19 @@ def test_imagefolder_setup_and_metadata(tiny_folder: Path) -> None:
     assert x.dtype == torch.uint8 and x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
 
 
+def test_train_images_are_a_sample_of_every_class(tiny_folder: Path) -> None:
+    """A folder lists its images class by class; what a data-dependent init (airbench's whitening) and the
+    augmentation preview read is a seeded sample of every class, from the train split only."""
+    d = dm(tiny_folder)
+    d.setup("fit")
+    images = d.train_images(9)
+    flat = d._train_full.images.flatten(1)
+    where = [int((flat == image.flatten()).all(1).nonzero()[0]) for image in images]
+    assert len(set(where)) == 9 and set(where) <= set(d._train_idx.tolist())
+    assert set(d._train_full.targets[where].tolist()) == {0, 1, 2}
+    assert torch.equal(d.train_images(9), images) and len(d.train_images()) == 48
+
+
 def test_split_is_seeded_disjoint_and_complete(tiny_folder: Path) -> None:
     a, b, c = dm(tiny_folder, seed=1), dm(tiny_folder, seed=1), dm(tiny_folder, seed=2)
     for d in (a, b, c):

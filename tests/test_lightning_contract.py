@@ -63,6 +63,19 @@ def test_trainer_and_cli_privates() -> None:
     ]
 
 
+def test_fit_loop_privates() -> None:
+    """lit_vision.lightning_workarounds.estimated_stepping_batches drops the train loader the fit loop built
+    early, so that it is built again (and its saved state loaded) after the restore (Lightning #20550)."""
+    from lightning.pytorch.loops.fit_loop import _FitLoop
+
+    loop = Trainer(logger=False).fit_loop
+    assert loop._combined_loader is None and loop._data_fetcher is None
+    source = inspect.getsource(_FitLoop.setup_data)
+    # the early return that skips the state load, and the state load it skips
+    assert "if self._combined_loader is not None and not self._should_reload_train_dl" in source
+    assert "self._load_combined_loader_states()" in source
+
+
 def test_torch_privates() -> None:
     # EMA (lit_vision/callbacks/ema.py) copies parameter lists in one call
     assert callable(torch._foreach_copy_)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ShardItemLog, make_imagefolder
+from helpers import ShardItemLog, make_imagefolder, make_torchvision_cifar10
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from test_distributed import DDP_CPU, QUIET, read_ranks, run_train
 
@@ -64,9 +64,10 @@ def test_conversion_round_trip_matches_the_memory_decode(converted, tmp_path: Pa
 
     ordered_train = ShardDataset(streaming._store, "train", None, return_index=True)
     images, labels, index = (torch.stack(t) for t in zip(*(ordered_train[i] for i in range(44)), strict=True))
-    assert torch.equal(index, memory._train_idx)
-    assert torch.equal(images, memory._train_full.images[memory._train_idx])
-    assert torch.equal(labels, memory._train_full.targets[memory._train_idx])
+    # stored in the seeded training order, not class by class: the memory split's images, shuffled
+    assert torch.equal(index.sort().values, memory._train_idx) and not torch.equal(index, memory._train_idx)
+    assert torch.equal(images, memory._train_full.images[index])
+    assert torch.equal(labels, memory._train_full.targets[index])
     assert torch.equal(streaming.train_images(5), memory.train_images(5))
 
     for split in ("val", "test"):
@@ -81,6 +82,52 @@ def test_conversion_round_trip_matches_the_memory_decode(converted, tmp_path: Pa
     assert train[0].dtype == torch.uint8 and train[0].shape == (40, 3, 32, 32)  # 5 full batches of 8
 
 
+def test_torchvision_cifar_files_convert_losslessly(tmp_path: Path, monkeypatch) -> None:
+    """torchvision's CIFAR pickles -> PNG items: the same pixels, labels and paths as the memory back-end."""
+    from torchvision.datasets import cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args: True)  # generated files, not the real md5s
+    data = make_torchvision_cifar10(tmp_path / "cifar", n_train=50, n_test=20)
+    meta = convert(str(data), tmp_path / "shards", val_size=10, workers=1)
+    assert meta["dataset"] == "cifar10" and meta["counts"] == {"train": 40, "val": 10, "test": 20}
+    common = dict(dataset="cifar10", val_size=10, batch_size=8, cache_dir=tmp_path / "cache")
+    memory = ImageDataModule(data_dir=data, **common)
+    streaming = ImageDataModule(data_dir=tmp_path / "shards", backend="streaming", num_workers=0, **common)
+    for dm in (memory, streaming):
+        dm.setup("fit")
+    for split in ("val", "test"):
+        got = collect(getattr(streaming, f"{split}_dataloader")())
+        want = collect(getattr(memory, f"{split}_dataloader")())
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), split
+    assert streaming.predict_paths() == memory.predict_paths() and streaming.classes == memory.classes
+
+
+def test_training_batches_mix_the_classes(tmp_path: Path) -> None:
+    """A folder lists its images class by class. Stored in that order, litdata's shuffle (shard files, then
+    items within each) would fill each batch with one class and a run would train at chance. 2 classes x
+    300 images in one shard file, larger than litdata's default item window of 256: every training batch
+    holds both classes, and an epoch's first batch draws from the whole file."""
+    from lit_vision.data.streaming import ShardDataset, ShardStore, make_streaming_loader
+
+    data = make_imagefolder(tmp_path / "data", 2, n_train=300, n_test=None, size=8)
+    convert(str(data), tmp_path / "shards", val_size=40, workers=1)
+    store = ShardStore(tmp_path / "shards", tmp_path / "cache")
+    stored = ShardDataset(store, "train", None, return_index=True)
+    place = {int(stored[i][2]): i for i in range(len(stored))}  # source index -> position in the file
+    assert len(place) == 560 and len(list((tmp_path / "shards" / "train").glob("chunk-*.bin"))) == 1
+    first_labels = torch.stack([stored[i][1] for i in range(32)])
+    assert 0 < int(first_labels.sum()) < 32  # the file itself is not stored class by class
+
+    loader = make_streaming_loader(store, "train", 32, True, None, 0, 0, None, True, False)
+    batches = list(loader)
+    assert len(batches) == 560 // 32
+    for _, labels, _ in batches:
+        assert 4 <= int(labels.sum()) <= 28, labels.tolist()  # both classes (binomial: about 16 of 32)
+    # the items are permuted over the whole file, not within windows of 256 positions
+    spread = [place[int(i)] for i in batches[0][2]]
+    assert max(spread) - min(spread) > 256, sorted(spread)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_evaluation_counts_every_image_once_on_any_grid(converted, tmp_path: Path, workers: int) -> None:
     """val/test under 1-3 ranks: every image exactly once, shared out image by image (not litdata's whole
@@ -91,8 +138,9 @@ def test_evaluation_counts_every_image_once_on_any_grid(converted, tmp_path: Pat
 
     _, shards = converted
     store = ShardStore(shards, tmp_path)
+    grids = ((1, 4), (2, 16), (3, 4)) if workers == 0 else ((3, 4),)  # worker processes start slowly
     for split, n in (("val", VAL_SIZE), ("test", 21)):
-        for world, batch in ((1, 4), (2, 16), (3, 4)):
+        for world, batch in grids:
             seen, sizes = [], []
             for rank in range(world):
                 loader = make_streaming_loader(
@@ -155,7 +203,7 @@ def test_damaged_shards_give_clear_errors(converted, tmp_path: Path) -> None:
         shutil.copytree(original, shards)
         return shards
 
-    def streaming(shards: Path) -> ImageDataModule:
+    def streaming(shards: Path | str) -> ImageDataModule:
         return ImageDataModule(
             "imagefolder",
             shards,
@@ -195,8 +243,25 @@ def test_damaged_shards_give_clear_errors(converted, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="refusing to read them"):
         streaming(pickled).prepare_data()
 
+    # shards of an older format (format 1 stored the training images class by class) are refused
+    old_format = copy("old_format")
+    meta = json.loads((old_format / "meta.json").read_text())
+    (old_format / "meta.json").write_text(json.dumps(meta | {"format": 1}))
+    with pytest.raises(DatasetError, match=r"format 1, this version reads format 2: convert the dataset"):
+        streaming(old_format).setup("fit")
+
+    # a cut or emptied index (an interrupted copy) is an error that says so, not a crash inside a dict
+    for name, text in (("cut", index_file.read_text()[:40]), ("no_config", '{"chunks": [], "config": null}')):
+        broken = copy(name)
+        (broken / "val" / "index.json").write_text(text)
+        with pytest.raises(DatasetError, match="not a whole litdata index"):
+            streaming(broken).prepare_data()
+
     with pytest.raises(DatasetError, match=r"python -m lit_vision\.data\.shards SRC"):
         streaming(tmp_path / "nothing").setup("fit")
+    # a URL that cannot be fetched says which file and why (no network needed: an unknown scheme)
+    with pytest.raises(DatasetError, match=r"Cannot fetch nosuchscheme://bucket/x/meta\.json"):
+        streaming("nosuchscheme://bucket/x").setup("fit")
 
 
 def test_litdata_is_imported_only_for_streaming() -> None:
@@ -251,6 +316,7 @@ def test_stop_mid_epoch_resumes_with_the_right_samples(converted, tmp_path: Path
     assert before_stop + ShardItemLog.latest.trained_indices == straight
 
 
+@pytest.mark.slow  # three 2-process runs: about a minute
 def test_two_process_ddp_sees_each_image_once(converted, tmp_path: Path) -> None:
     """gloo DDP over shards: in every epoch the ranks train on disjoint images (the tail that does not fill
     a batch on every rank is dropped), validation counts every held-out image once, the ranks agree on

@@ -43,7 +43,7 @@ from lit_vision.data.sources import (
     load_imagefolder_split,
     load_torchvision_cifar,
 )
-from lit_vision.data.splits import channel_stats, seeded_split
+from lit_vision.data.splits import channel_stats, seeded_split, training_order
 from lit_vision.data.transforms import BatchAugment
 from lit_vision.seeding import run_seed
 
@@ -265,13 +265,15 @@ class ImageDataModule(L.LightningDataModule):
         return int(self._train_full.images.shape[-1])
 
     def train_images(self, count: int | None = None) -> Tensor:
-        """The first ``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU
-        (available after ``setup``): what a backbone's data-dependent initialization reads."""
-        if self._store is not None:  # streamed: the train shards' first images, decoded here
+        """``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU (available
+        after ``setup``): the first of ``splits.training_order``, a seeded sample of every class and the same
+        images on both back-ends. What a backbone's data-dependent initialization and the preview read."""
+        if self._store is not None:  # streamed: the train shards are stored in that order
             return self._store.read("train", count or self._store.meta["counts"]["train"], self.image_size)
         if self._train_full is None or self._train_idx is None:
             raise RuntimeError("train_images() needs setup('fit') first.")
-        return self._train_full.images[self._train_idx[:count]]
+        order = training_order(len(self._train_full), self.val_size, self.seed, where=str(self.data_dir))
+        return self._train_full.images[order[:count]]
 
     @property
     def has_test_split(self) -> bool:

@@ -7,7 +7,9 @@ torchvision's CIFAR files, or ``cifar10``/``cifar100`` (downloaded into ``--down
 
     OUT/train/, OUT/val/, OUT/test/   litdata-optimized chunks (``index.json`` + ``chunk-*.bin``), one item
                                       per image: the encoded bytes (an ImageFolder file as it is; CIFAR pixels
-                                      as PNG, lossless), the label, and the image's index in its source split
+                                      as PNG, lossless), the label, and the image's index in its source split;
+                                      train in a seeded random order (``splits.training_order``), val and
+                                      test in source order
     OUT/paths/train.txt, test.txt     each source split's image paths, one per line, in source order
     OUT/meta.json                     written last: classes, channel mean/std of the training images, the
                                       split (val_size, seed: the memory back-end's seeded split, so both
@@ -50,13 +52,13 @@ from lit_vision.data.sources import (
     layouts_help,
     load_torchvision_cifar,
 )
-from lit_vision.data.splits import channel_moments, seeded_split
+from lit_vision.data.splits import channel_moments, seeded_split, training_order
 
 __all__ = ["META_FILE", "SHARD_FORMAT", "convert", "main"]
 
 META_FILE = "meta.json"
 INCOMPLETE_MARKER = ".lit_vision-shards-incomplete"  # present from the first byte written to meta.json
-SHARD_FORMAT = 1  # bump when the item layout or meta.json changes
+SHARD_FORMAT = 2  # bump when the item layout, the items' order or meta.json changes (2: train shuffled)
 #: litdata's data_format of one item: (image bytes, label, source index). Readers refuse anything else, so a
 #: shard folder that declares pickled items (litdata's fallback serializer) is never unpickled.
 ITEM_FORMAT = ["bytes", "int", "int"]
@@ -70,9 +72,15 @@ class _EncodeItem:
     """
 
     def __init__(
-        self, split: DecodedSplit | None, files: list[Path], labels: list[int], image_size: int | None
-    ):
-        self.split, self.files, self.labels, self.image_size = split, files, labels, image_size
+        self,
+        classes: list[str],
+        split: DecodedSplit | None = None,
+        files: list[Path] | None = None,
+        labels: list[int] | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        self.classes, self.split, self.image_size = classes, split, image_size
+        self.files, self.labels = files or [], labels or []
         self.expected: tuple[int, ...] | None = None  # the first image's decoded shape, set before optimize
 
     def __call__(self, i: int) -> tuple[bytes, int, int]:
@@ -100,47 +108,39 @@ class _EncodeItem:
         return len(self.labels) if self.split is None else len(self.split)
 
 
-def _source(src: str, download_dir: Path) -> tuple[str, Path]:
-    """``(dataset, folder)`` for SRC: ``cifar10``/``cifar100`` (downloaded when missing) or a folder."""
+def _source(src: str, download_dir: Path) -> tuple[str, Path, str]:
+    """``(dataset, folder, layout)`` for SRC: ``cifar10``/``cifar100`` (downloaded when missing) or a folder
+    (torchvision's CIFAR files or an ImageFolder tree)."""
     if src in ("cifar10", "cifar100"):
         folder = download_dir / src
         if detect_layout(src, folder) is None:
             download_torchvision_cifar(src, folder)
-        return src, folder
+        return src, folder, str(detect_layout(src, folder))
     folder = Path(src).expanduser()
     for name in ("cifar10", "cifar100"):
         if detect_layout(name, folder) == "torchvision":
-            return name, folder
+            return name, folder, "torchvision"
     if detect_layout("imagefolder", folder) is None:
         raise DatasetError(f"Nothing to convert in {folder}.\n{layouts_help('imagefolder', folder)}")
-    return "imagefolder", folder
+    return "imagefolder", folder, "imagefolder"
 
 
-def _encoders(dataset: str, folder: Path, image_size: int | None) -> dict[str, _EncodeItem]:
-    if dataset != "imagefolder" or detect_layout(dataset, folder) == "torchvision":
-        return {
-            split: _EncodeItem(load_torchvision_cifar(dataset, folder, train=split == "train"), [], [], None)
-            for split in ("train", "test")
-        }
+def _encoders(dataset: str, folder: Path, layout: str, image_size: int | None) -> dict[str, _EncodeItem]:
+    """One encoder per source split (``train``, and ``test`` when there is one)."""
     out = {}
     for split in ("train", "test"):
-        if (folder / split).is_dir():
+        if layout == "torchvision":
+            decoded = load_torchvision_cifar(dataset, folder, train=split == "train")
+            out[split] = _EncodeItem(decoded.classes, split=decoded)
+        elif (folder / split).is_dir():
             classes, files, labels = find_image_files(folder / split)
-            encoder = _EncodeItem(None, files, labels, image_size)
-            encoder.classes = classes  # type: ignore[attr-defined]
-            out[split] = encoder
+            out[split] = _EncodeItem(classes, files=files, labels=labels, image_size=image_size)
+    test = out.get("test")
+    if test is not None and test.classes != out["train"].classes:
+        raise DatasetError(
+            f"Class folders differ between train ({out['train'].classes}) and test ({test.classes})."
+        )
     return out
-
-
-def _classes(dataset: str, encoders: dict[str, _EncodeItem]) -> list[str]:
-    train = encoders["train"]
-    classes = train.split.classes if train.split is not None else train.classes  # type: ignore[attr-defined]
-    test = encoders.get("test")
-    if test is not None:
-        test_classes = test.split.classes if test.split is not None else test.classes  # type: ignore[attr-defined]
-        if test_classes != classes:
-            raise DatasetError(f"Class folders differ between train ({classes}) and test ({test_classes}).")
-    return list(classes)
 
 
 def _paths(encoder: _EncodeItem, root: Path, split: str) -> list[str]:
@@ -214,20 +214,23 @@ def convert(
     from lit_vision.data.streaming import optimize  # litdata, an optional extra: imported when needed
 
     out = Path(out).expanduser()
-    dataset, folder = _source(src, Path(download_dir).expanduser())
+    dataset, folder, layout = _source(src, Path(download_dir).expanduser())
     options = {"val_size": val_size, "seed": seed, "image_size": image_size, "format": SHARD_FORMAT}
     fingerprint = _fingerprint(folder, options)
     if not _prepare_output(out, fingerprint, overwrite):
         return json.loads((out / META_FILE).read_text())
 
-    encoders = _encoders(dataset, folder, image_size)
-    classes = _classes(dataset, encoders)
+    encoders = _encoders(dataset, folder, layout, image_size)
     train = encoders["train"]
     train_idx, val_idx = seeded_split(len(train), val_size, seed, where=str(folder))
+    # Training items in a seeded random order, not the source's class-by-class order: litdata shuffles
+    # the order of shard files and the items inside each, so a batch comes from one or two files; stored
+    # by class, every batch would hold one class.
+    train_order = training_order(len(train), val_size, seed, where=str(folder))
     first = train.decoded(0).shape
     for encoder in encoders.values():
         encoder.expected = first
-    splits = {"train": (train, train_idx), "val": (train, val_idx)}
+    splits = {"train": (train, train_order), "val": (train, val_idx)}
     if "test" in encoders:
         splits["test"] = (encoders["test"], torch.arange(len(encoders["test"])))
     counts = {}
@@ -242,7 +245,7 @@ def convert(
             chunk_bytes=chunk_bytes,
             num_workers=workers or min(4, os.cpu_count() or 1),
             mode="overwrite",
-            # the source order, so chunk k holds the same images on every conversion (reproducible shards)
+            # the order given, so chunk k holds the same images on every conversion (reproducible shards)
             keep_data_ordered=True,
             reorder_files=False,
         )
@@ -258,7 +261,7 @@ def convert(
         "fingerprint": fingerprint,
         "source": str(folder.resolve()),
         "dataset": dataset,
-        "classes": classes,
+        "classes": list(train.classes),
         "mean": stats["mean"],
         "std": stats["std"],
         "stats_images": stats["images"],

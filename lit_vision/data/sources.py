@@ -189,6 +189,36 @@ def decode_image(path: Path | BinaryIO, image_size: int | None, name: str | None
         raise DatasetError(f"Cannot read image {name or path}: {err}. Delete or replace the file.") from err
 
 
+def _decode_into_one_tensor(
+    split_dir: Path, files: list[Path], image_size: int | None, threads: int
+) -> Tensor:
+    """Decode ``files`` with ``threads`` threads straight into one uint8 (N, 3, H, W) tensor: the decoded set
+    is held once (a list of arrays, then a stacked copy, then a channels-first copy would hold it three
+    times at the peak, and cap the datasets that fit in memory at a third)."""
+    images: Tensor | None = None
+    first: tuple[int, ...] = ()
+    with ThreadPoolExecutor(threads) as pool:
+        decoded = pool.map(lambda p: decode_image(p, image_size), files, chunksize=64)
+        try:
+            progress = track(decoded, len(files), f"Decoding {split_dir} into the cache", min_total=1000)
+            for i, (f, a) in enumerate(zip(files, progress, strict=True)):
+                if images is None:
+                    first = a.shape
+                    images = torch.empty((len(files), 3, first[0], first[1]), dtype=torch.uint8)
+                elif a.shape != first:
+                    raise DatasetError(
+                        f"Images in {split_dir} differ in size ({files[0]} is {first[1]}x{first[0]}, {f} "
+                        f"is {a.shape[1]}x{a.shape[0]}). Set --data.image_size to resize them to one square "
+                        "size."
+                    )
+                images[i] = torch.from_numpy(a).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # a bad image stops the decode now, not at the end
+            raise
+    assert images is not None  # find_image_files refuses a split without images
+    return images
+
+
 def load_imagefolder_split(
     split_dir: Path, cache_dir: Path, image_size: int | None = None, num_threads: int | None = None
 ) -> DecodedSplit:
@@ -212,17 +242,7 @@ def load_imagefolder_split(
             cache_file.unlink(missing_ok=True)  # a truncated cache (killed writer) is rebuilt
 
     threads = num_threads or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(threads) as pool:
-        decoded = pool.map(lambda p: decode_image(p, image_size), files, chunksize=64)
-        arrays = list(track(decoded, len(files), f"Decoding {split_dir} into the cache", min_total=1000))
-    first = arrays[0].shape
-    for f, a in zip(files, arrays, strict=True):
-        if a.shape != first:
-            raise DatasetError(
-                f"Images in {split_dir} differ in size ({files[0]} is {first[1]}x{first[0]}, {f} is "
-                f"{a.shape[1]}x{a.shape[0]}). Set --data.image_size to resize them to one square size."
-            )
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+    images = _decode_into_one_tensor(split_dir, files, image_size, threads)
     split = DecodedSplit(
         images,
         torch.tensor(labels, dtype=torch.int64),

@@ -15,6 +15,7 @@ the shard layout (``index.json``, documented by litdata) and its downloader for 
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -53,6 +54,16 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 # each image's index from the batch itself (return_index), so nothing is missing.
 warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
 
+# litdata shuffles the order of shard files and, inside each, the items within windows of 256 (0.2.7x's
+# default; older releases permute the whole file and lack the option). Training asks for the whole file:
+# the items are JPEG bytes decoded one by one, so a full permutation costs nothing, and fixed windows
+# would put the same images together in a batch every epoch.
+_FULL_ITEM_SHUFFLE = (
+    {"item_shuffle_window": 0}
+    if "item_shuffle_window" in inspect.signature(StreamingDataset).parameters
+    else {}
+)
+
 _INDEX = "index.json"  # litdata's per-split index: chunk files, their sizes, the items' data format
 
 
@@ -85,10 +96,14 @@ class ShardStore:
             return path if path.is_file() else None
         local = self.cache_dir / self.root.replace("://", "/") / name
         local.parent.mkdir(parents=True, exist_ok=True)
+        url = f"{self.root}/{name}"
         try:
-            get_downloader(self.root, str(local.parent), []).download_file(f"{self.root}/{name}", str(local))
-        except Exception:
-            return None
+            get_downloader(self.root, str(local.parent), []).download_file(url, str(local))
+        except Exception as err:  # each storage client raises its own errors (missing, denied, offline)
+            raise DatasetError(
+                f"Cannot fetch {url} ({type(err).__name__}: {err}). Check the URL and the storage "
+                "credentials in the environment, or copy the shards to a local folder."
+            ) from err
         return local if local.is_file() else None
 
     @cached_property
@@ -128,18 +143,26 @@ class ShardStore:
         index_file = self._file(f"{split}/{_INDEX}")
         if index_file is None:
             raise DatasetError(f"{location} has no {_INDEX}: the shards are incomplete; convert again.")
-        index = json.loads(index_file.read_text())
-        data_format = index.get("config", {}).get("data_format")
+        try:
+            index = json.loads(index_file.read_text())
+            data_format = index["config"]["data_format"]
+            chunks = list(index["chunks"])
+        except (ValueError, KeyError, AttributeError, TypeError) as err:  # not JSON, or not litdata's layout
+            raise DatasetError(
+                f"{location}/{_INDEX} is not a whole litdata index ({type(err).__name__}: {err}): the shards "
+                "are damaged or incomplete; convert again (python -m lit_vision.data.shards SRC OUT "
+                "--overwrite)."
+            ) from err
         if data_format != ITEM_FORMAT:
             raise DatasetError(
                 f"{location}/{_INDEX} declares items of format {data_format}, not lit_vision's "
                 f"{ITEM_FORMAT}: refusing to read them (other formats may unpickle code)."
             )
-        files = [chunk["filename"] for chunk in index["chunks"]]
+        files = [chunk["filename"] for chunk in chunks]
         if is_remote(self.root):
             return files  # litdata checks what it downloads
         folder = Path(location).expanduser()
-        for chunk in index["chunks"]:
+        for chunk in chunks:
             path = folder / chunk["filename"]
             size = path.stat().st_size if path.is_file() else None
             if size != chunk["chunk_bytes"]:
@@ -202,6 +225,7 @@ class ShardDataset(StreamingDataset):
             shuffle=shuffle,
             seed=seed,
             drop_last=drop_last,
+            **(_FULL_ITEM_SHUFFLE if shuffle else {}),
         )
         self.where = f"{store.root}/{split}"
         self.num_images = int(store.meta["counts"][split])
