@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import make_imagefolder
 
 from lit_vision.compare import Campaign, CampaignError, ReadmeError, render_tables, update_readme
 from lit_vision.compare.__main__ import main as compare_main
 from lit_vision.compare.budget import plan_schedule
-from lit_vision.compare.results import append_row, read_rows
+from lit_vision.compare.results import RESULT_FIELDS, append_row, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -106,6 +107,39 @@ def test_stopped_campaign_resumes_without_rerunning_finished_cells(tiny_folder: 
         assert (runs / f"{cell}-s1" / "version_1").is_dir()  # the resumed run's own directory
     second = next(r for r in rows if (r["cell"], r["seed"]) == ("cnn", "1"))
     assert second["epochs"] == "2" and second["steps"] == "12"  # finished from the checkpoint, not redone
+
+
+def test_without_a_test_split_a_tta_config_is_scored_on_the_validation_split(tmp_path: Path) -> None:
+    """No test split and a TTA callback (the speedrun's case): the best checkpoint is tested on the held-out
+    validation split with the TTA views and recorded as val_acc_tta, never as a test accuracy."""
+    data = make_imagefolder(tmp_path / "data", 3, n_train=20, n_test=None)
+    args = [*tiny_args(data, tmp_path, "tta"), "--preset", "grid", "--techniques", "tta", "--max-epochs", "1"]
+    assert compare_main(args) == 0
+    out = tmp_path / "results" / "tta"
+    (row,) = read_rows(out / "results.csv")
+    assert row["test_acc"] == "" and 0.0 <= float(row["val_acc_tta"]) <= 1.0
+    # the TTA score is the same checkpoint on the same 12 images: a multiple of 1/12 like val/acc
+    assert abs(float(row["val_acc_tta"]) * 12 - round(float(row["val_acc_tta"]) * 12)) < 1e-4
+    table = (out / "summary.md").read_text()
+    assert "| val acc with TTA |" in table and "test acc" not in table
+
+
+def test_a_results_file_with_older_columns_is_migrated_before_appending(tmp_path: Path) -> None:
+    """A campaign started before a column was added keeps its rows and goes on appending under the new
+    header (csv.DictReader would otherwise read the new row's values under the old names)."""
+    path = tmp_path / "results.csv"
+    old_fields = [f for f in RESULT_FIELDS if f != "val_acc_tta"]
+    old = {**fake_row("baseline", 0, 0.80), "test_acc": 0.75}
+    path.write_text(",".join(old_fields) + "\n" + ",".join(str(old.get(f, "")) for f in old_fields) + "\n")
+    append_row(path, {**fake_row("baseline", 1, 0.82), "val_acc_tta": 0.84})
+    rows = read_rows(path)
+    assert list(rows[0]) == RESULT_FIELDS
+    assert [(r["seed"], r["val_acc_final"], r["test_acc"], r["val_acc_tta"]) for r in rows] == [
+        ("0", "0.8", "0.75", ""), ("1", "0.82", "", "0.84"),
+    ]  # fmt: skip
+    path.write_text("group,cell,seed,from_the_future\na,b,0,1\n")
+    with pytest.raises(ValueError, match="from_the_future"):
+        append_row(path, fake_row("baseline", 2, 0.8))
 
 
 def test_a_stopped_runner_stops_its_run_and_records_the_attempt(tiny_folder: Path, tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ __all__ = [
 ]
 
 RESULT_FIELDS = [
-    "group", "cell", "seed", "val_acc_final", "val_acc_best", "test_acc", "epochs", "steps", "params",
-    "macs", "wall_s", "train_s", "train_images_per_s", "peak_rss_mb", "gpu_mem_peak_gb", "load_avg",
+    "group", "cell", "seed", "val_acc_final", "val_acc_best", "test_acc", "val_acc_tta", "epochs", "steps",
+    "params", "macs", "wall_s", "train_s", "train_images_per_s", "peak_rss_mb", "gpu_mem_peak_gb", "load_avg",
     "cpu_count", "device", "versions", "configs", "overrides", "run_dir",
 ]  # fmt: skip
 CURVE_FIELDS = ["epoch", "step", "val/acc", "val/loss", "train/loss_epoch", "train/acc", "perf/train_s"]
@@ -44,9 +44,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row, writing the header first for a new file; flushed so a stop loses nothing."""
+    """Append one row, writing the header first for a new file; flushed so a stop loses nothing.
+
+    A file written with an older column list is rewritten with today's first (its rows keep their values,
+    new columns stay empty), so a campaign started before a column was added can go on appending.
+    """
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != RESULT_FIELDS:
+            _rewrite(path, read_rows(path))
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
         if new:
@@ -54,6 +63,21 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer.writerow({k: _fmt(row.get(k)) for k in RESULT_FIELDS})
         f.flush()
         os.fsync(f.fileno())
+
+
+def _rewrite(path: Path, rows: list[dict[str, str]]) -> None:
+    """``rows`` under today's header, through a temporary file so a stop leaves the old or the new file."""
+    unknown = sorted({k for r in rows for k in r} - set(RESULT_FIELDS))
+    if unknown:
+        raise ValueError(f"{path} has columns unknown to this lit_vision ({unknown}): a newer one wrote it.")
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def _fmt(value: Any) -> Any:

@@ -225,18 +225,32 @@ def _size(run_dir: Path) -> tuple[int | None, int | None]:
     return count_params(model), count_macs(model, size)
 
 
-def _test(job: Job, run_dir: Path, log: Callable[[str], None]) -> None:
-    """``train.py test`` with the best checkpoint, when the dataset has a test split."""
+def _evaluation(config: dict[str, Any]) -> str | None:
+    """What ``train.py test`` measures for a cell: ``"test"`` (the dataset's test split), ``"val_tta"``
+    (no test split, but the config has a TTA callback: the held-out validation split, which ``test`` falls
+    back to, scored with the TTA views, beside ``val/acc`` without them) or ``None`` (nothing to add)."""
+    if _has_test_split(config):
+        return "test"
+    if config.get("tta") and (config.get("data") or {}).get("val_size", 1) != 0:
+        return "val_tta"
+    return None
+
+
+def _test(job: Job, run_dir: Path, log: Callable[[str], None]) -> str | None:
+    """``train.py test`` with the best checkpoint when :func:`_evaluation` finds something to measure;
+    returns what it measured."""
     config_file = run_dir / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    if not _has_test_split(config):
-        return
+    kind = _evaluation(config)
+    if kind is None:
+        return None
     command = [sys.executable, "-m", "lit_vision.cli", "test", "--config", config_file.as_posix(),
                f"--ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", *_gpu_flags(job.gpu)]  # fmt: skip
     with open(job.run_root / "cell.log", "a") as log_file:
         done = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env=_env(job.gpu))
     if done.returncode != 0:
         log(f"  test of {job.name} failed (exit {done.returncode}); see {job.run_root / 'cell.log'}")
+    return kind
 
 
 def _was_stopped(run_root: Path) -> bool:
@@ -257,8 +271,10 @@ def _collect(campaign: Campaign, job: Job, out: Path) -> dict[str, Any]:
     run_dir = _fit_run_dir(job.run_root)
     if run_dir is None:
         raise RuntimeError(f"{job.name} finished without a best checkpoint under {job.run_root}.")
-    _test(job, run_dir, print)
+    evaluated = _test(job, run_dir, print)
     metrics = cell_metrics(job.run_root)
+    if evaluated == "val_tta":  # test/acc was measured on the validation split: name it for what it is
+        metrics["val_acc_tta"], metrics["test_acc"] = metrics["test_acc"], None
     if metrics["val_acc_final"] is None:
         raise RuntimeError(f"{job.name}: no val/acc in {job.run_root}/version_*/metrics.csv.")
     state = _state(job.run_root)
@@ -398,5 +414,6 @@ def run_campaign(
             f"{len(failures)} run(s) failed: {', '.join(failures)}. Fix the cause and start the campaign "
             "again: finished runs are skipped, failed ones resume from their last checkpoint."
         )
+    write_report(out, campaign)  # also when nothing ran: a changed baseline or column shows at once
     log(f"{campaign.name}: all {total} runs done; see {out / 'summary.md'}")
     return out

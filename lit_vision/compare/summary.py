@@ -33,6 +33,8 @@ class CellStats:
     best_mean: float
     test_mean: float | None
     test_std: float | None
+    tta_mean: float | None  # the best checkpoint on the validation split with the config's TTA views
+    tta_std: float | None
     params: int | None
     macs: int | None
     wall_s: float
@@ -61,6 +63,7 @@ def aggregate(rows: list[dict[str, str]]) -> list[CellStats]:
         mine = [r for r in rows if (r["group"], r["cell"]) == (group, cell)]
         mean, std = _mean_std(_floats(mine, METRIC))
         test_mean, test_std = _mean_std(_floats(mine, "test_acc"))
+        tta_mean, tta_std = _mean_std(_floats(mine, "val_acc_tta"))
         speeds = _floats(mine, "train_images_per_s")
         params, macs = _floats(mine, "params"), _floats(mine, "macs")
         contended = any(
@@ -81,6 +84,8 @@ def aggregate(rows: list[dict[str, str]]) -> list[CellStats]:
                 best_mean=statistics.fmean(_floats(mine, "val_acc_best")),
                 test_mean=test_mean,
                 test_std=test_std,
+                tta_mean=tta_mean,
+                tta_std=tta_std,
                 params=int(params[0]) if params else None,
                 macs=int(macs[0]) if macs else None,
                 wall_s=statistics.fmean(_floats(mine, "wall_s")),
@@ -138,6 +143,7 @@ def render_tables(rows: list[dict[str, str]], campaign: Any = None, link_prefix:
         if s.group not in groups:
             groups.append(s.group)
     has_test = any(s.test_mean is not None for s in stats)
+    has_tta = any(s.tta_mean is not None for s in stats)
     out: list[str] = []
     for group in groups:
         mine = [s for s in stats if s.group == group]
@@ -147,6 +153,7 @@ def render_tables(rows: list[dict[str, str]], campaign: Any = None, link_prefix:
         if len(groups) > 1:
             out.append(f"**{group}** (baseline: `{baseline.cell}`)\n")
         header = ["run", "seeds", "val acc (final)", "Δ vs baseline (± spread)", "verdict", "best epoch"]
+        header += ["val acc with TTA"] if has_tta else []
         header += ["test acc"] if has_test else []
         header += ["params", "MACs/img", "wall time", "train img/s"]
         out.append("| " + " | ".join(header) + " |")
@@ -159,6 +166,7 @@ def render_tables(rows: list[dict[str, str]], campaign: Any = None, link_prefix:
                 else f"{100 * delta:+.2f}" + ("" if spread is None else f" (± {100 * spread:.2f})")
             )
             cells = [f"`{s.cell}`", str(s.n), _pct(s.mean, s.std), diff, verdict, _pct(s.best_mean)]
+            cells += [_pct(s.tta_mean, s.tta_std)] if has_tta else []
             cells += [_pct(s.test_mean, s.test_std)] if has_test else []
             speed = "-" if s.images_per_s is None else f"{s.images_per_s:,.0f}"
             cells += [_si(s.params), _si(s.macs), _minutes(s.wall_s) + ("*" if s.contended else ""), speed]
@@ -174,6 +182,11 @@ def render_tables(rows: list[dict[str, str]], campaign: Any = None, link_prefix:
         "Mean ± std over seeds of the validation accuracy after the last epoch. A difference no larger "
         "than the spread of a difference of single runs, sqrt(std² + std_baseline²), is a tie.\n"
     )
+    if has_tta:
+        out.append(
+            "Val acc with TTA: the best checkpoint on the same validation split with the config's "
+            "test-time augmentation (`train.py test` falls back to that split when there is no test split).\n"
+        )
     plots = [("acc_vs_time.png", "accuracy vs wall time"), ("acc_vs_params.png", "accuracy vs parameters"),
              ("curves.png", "validation curves")]  # fmt: skip
     out.append("Plots: " + ", ".join(f"[{title}]({link_prefix}{name})" for name, title in plots) + "\n")
