@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 train: setup
 	$(PY) train.py fit --config configs/cifar10_compact.yaml $(ARGS)
 
-# Lint, then the default test suite (no slow tests; about 5 minutes on 2 CPU cores).
+# Lint, then the default test suite (no slow tests; README "Tests" says how long it takes).
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
