@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import make_imagefolder
 
-from lit_vision.compare import Campaign, CampaignError, ReadmeError, render_tables, update_readme
+from lit_vision.compare import Campaign, CampaignError, ReadmeError, budget, render_tables, update_readme
 from lit_vision.compare.__main__ import main as compare_main
 from lit_vision.compare.budget import plan_schedule
 from lit_vision.compare.results import RESULT_FIELDS, append_row, read_rows
@@ -339,6 +339,53 @@ def test_budget_plan_fills_the_budget_with_whole_or_shortened_epochs() -> None:
     # 1.5 epochs' worth: 2 epochs of fewer batches rather than one full epoch and an idle remainder
     mid = plan_schedule(120, 0.7, 0.0, 100)
     assert mid["max_epochs"] == 2 and mid["limit_train_batches"] == 77
+
+
+def test_step_timing_is_robust_to_a_slow_moment() -> None:
+    """A few slow steps (another process woke up) must not set the plan: the median of a long window does;
+    warm-up steps are not counted, and a very slow model stops being timed at ``max_s``."""
+    durations = iter([50.0, 50.0] + [9.0] * 3 + [1.0] * 20)  # 2 warm-up steps, a slow moment, then steady
+    now = [0.0]
+
+    def step() -> None:
+        now[0] += next(durations)
+
+    assert (
+        budget.time_steps(step, warmup=2, min_steps=10, min_s=15.0, max_s=60.0, clock=lambda: now[0]) == 1.0
+    )
+    calls = []
+
+    def slow_step() -> None:
+        calls.append(1)
+        now[0] += 40.0
+
+    assert (
+        budget.time_steps(slow_step, warmup=0, min_steps=10, min_s=15.0, max_s=60.0, clock=lambda: now[0])
+        == 40.0
+    )
+    assert len(calls) == 2  # 40 s, then 80 s >= max_s: stop
+
+
+def test_budget_measures_a_real_run_and_plans_it(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m lit_vision.compare.budget`` builds the run from CLI arguments, times it (a short window
+    here, longer than one pass over the tiny data) and prints a plan that fits the budget."""
+    monkeypatch.setattr(budget, "MIN_TIMED_S", 0.0)
+    monkeypatch.setattr(budget, "MIN_TIMED_STEPS", 12)
+    args = ["--config", "configs/cifar10_compact.yaml", "--data.dataset", "imagefolder",
+            "--data.data_dir", str(tiny_folder), "--data.val_size", "12", "--data.batch_size", "8",
+            "--data.num_workers", "0"]  # fmt: skip
+    timing = budget.measure(args)
+    assert timing["step_s"] > 0 and timing["val_epoch_s"] > 0 and timing["batch_size"] == 8
+    assert timing["train_images_per_s"] == pytest.approx(8 / timing["step_s"])
+    budget.main(["0.5", "--", *args])
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plan["budget_s"] == 30.0 and plan["planned_steps"] >= 1
+    used = plan["planned_steps"] * plan["step_s"] + plan["max_epochs"] * plan["val_epoch_s"]
+    assert (
+        used <= 0.9 * 30.0 + plan["step_s"]
+    )  # the plan fills at most SAFETY of the budget (one step's rounding)
 
 
 # ---------------------------------------------------------------------------------------------- README

@@ -16,16 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["SAFETY", "measure", "plan_schedule"]
+__all__ = ["SAFETY", "measure", "plan_schedule", "time_steps"]
 
 #: share of the budget the plan fills; the rest absorbs logging, checkpointing and estimate error
 SAFETY = 0.9
+#: untimed steps first (kernel selection, allocator growth, thread-pool start)
+WARMUP_STEPS = 2
+#: then timed steps until both minimums are met: on a shared machine a slow moment of a few seconds
+#: dominates a handful of steps, and a plan made from it leaves much of the budget unused (README,
+#: "Activations"); the median of a longer window is robust to such a moment
+MIN_TIMED_STEPS = 10
+MIN_TIMED_S = 15.0
+#: a very slow model stops being timed here, after at least one step
+MAX_TIMED_S = 60.0
 
 
 def plan_schedule(
@@ -55,7 +66,32 @@ def plan_schedule(
     }
 
 
-def measure(cli_args: list[str], timed_steps: int = 3) -> dict[str, Any]:
+def time_steps(
+    step: Callable[[], None],
+    warmup: int | None = None,
+    min_steps: int | None = None,
+    min_s: float | None = None,
+    max_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median seconds of one ``step()``, over at least ``min_steps`` steps and ``min_s`` seconds (whichever
+    takes longer) after ``warmup`` untimed ones; timing stops early once ``max_s`` is spent. ``None``: the
+    module's ``WARMUP_STEPS``, ``MIN_TIMED_STEPS``, ``MIN_TIMED_S``, ``MAX_TIMED_S``."""
+    warmup = WARMUP_STEPS if warmup is None else warmup
+    min_steps = MIN_TIMED_STEPS if min_steps is None else min_steps
+    min_s = MIN_TIMED_S if min_s is None else min_s
+    max_s = MAX_TIMED_S if max_s is None else max_s
+    for _ in range(warmup):
+        step()
+    timings: list[float] = []
+    while not timings or ((len(timings) < min_steps or sum(timings) < min_s) and sum(timings) < max_s):
+        start = clock()
+        step()
+        timings.append(clock() - start)
+    return statistics.median(timings)
+
+
+def measure(cli_args: list[str]) -> dict[str, Any]:
     """Seconds per training step and per validation pass of the run ``cli_args`` describes."""
     from lit_vision.cli import main  # the CLI builds exactly the run's model and data
 
@@ -73,7 +109,13 @@ def measure(cli_args: list[str], timed_steps: int = 3) -> dict[str, Any]:
     batches = iter(loader)
 
     def train_step() -> None:
-        images, targets = next(batches)[:2]
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:  # a small dataset: timing goes on into a second pass
+            batches = iter(loader)
+            batch = next(batches)
+        images, targets = batch[:2]
         # the batched path augments here, as on_after_batch_transfer does in training
         x = datamodule.batch_transform(images, train=datamodule.augment == "batched")
         loss = model.criterion(model(x), targets)
@@ -81,15 +123,7 @@ def measure(cli_args: list[str], timed_steps: int = 3) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    train_step()  # warm-up: kernel selection, allocator growth
-    timings = []
-    for _ in range(timed_steps):
-        start = time.perf_counter()
-        train_step()
-        timings.append(time.perf_counter() - start)
-        if sum(timings) > 60:  # a very slow model: a few steps are enough
-            break
-    step_s = sorted(timings)[len(timings) // 2]
+    step_s = time_steps(train_step)
 
     model.eval()
     val_iter = iter(datamodule.val_dataloader())
