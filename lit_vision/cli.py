@@ -8,7 +8,8 @@ Defaults that every run gets, each overridable from YAML or flags:
 * ``prediction_writer``: CSV of predictions in the run directory for ``predict``,
 * ``throughput``: training images/s and seconds per epoch (``perf/*`` in ``metrics.csv``),
 * ``lr_monitor``: the learning rate of every optimizer step (``lr-<Optimizer>`` in ``metrics.csv``),
-* ``trainer.logger``: CSVLogger under ``runs/`` (``metrics.csv`` holds every logged metric),
+* ``trainer.logger``: CSVLogger under ``trainer.default_root_dir`` when set, else ``runs/`` (``metrics.csv``
+  holds every logged metric; a ``save_dir`` given to the logger wins),
 * ``wandb`` (unset by default): a W&B logger *next to* the CSV logger (``configs/logger/wandb.yaml``); a
   resumed ``fit`` logs to the W&B run of its checkpoint,
 * ``seed_everything: 0``.
@@ -37,20 +38,23 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins import LayerSync
+from lightning.pytorch.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_vision.apps import runs_on_cuda
 from lit_vision.callbacks import (
     EMA,
     FGSM,
     AtomicCheckpointIO,
+    CheckpointWriteError,
     EpochThroughput,
     HeadFirstFinetuning,
     InterruptCheckpoint,
@@ -61,8 +65,11 @@ from lit_vision.callbacks import (
     TestTimeAugmentation,
     WandbMediaLogger,
 )
+from lit_vision.console import quiet_lightning, use_model_summary
 from lit_vision.data import DatasetError, ImageDataModule
-from lit_vision.loggers import WandbLogger, WandbRunId
+from lit_vision.errors import ConfigError
+from lit_vision.lightning_workarounds import parse_checkpoint_hparams_as_defaults
+from lit_vision.loggers import CSVLogger, WandbLogger, WandbRunId
 from lit_vision.models import ImageClassifier, ScheduleChangeError
 from lit_vision.models.checkpoints import CheckpointError, read_checkpoint
 from lit_vision.plugins import SyncBatchNorm
@@ -79,6 +86,31 @@ TRICK_KEYS: dict[str, type] = {
     "finetuning": HeadFirstFinetuning,
     "early_stopping": EarlyStopping,
 }
+
+
+def _has(accelerator: str) -> bool:
+    """Whether Lightning finds a device for ``accelerator`` (``gpu``: CUDA, else Apple's MPS), without
+    initializing CUDA in this process (DDP forks after this)."""
+    cuda, mps = CUDAAccelerator.is_available(), MPSAccelerator.is_available()
+    return {"cuda": cuda, "mps": mps, "gpu": cuda or mps}[accelerator]
+
+
+def _launched_per_node() -> bool:
+    """Whether this process was started by a multi-node launcher (Lightning's cluster environments: torchrun,
+    SLURM, LSF) or by hand with the node's rank and the master's address set."""
+    environments = (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)  # Kubeflow: not detectable
+    if any(env.detect() for env in environments):
+        return True
+    return "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def _under_root(logger: Any, root: str | os.PathLike[str]) -> Any:
+    """``trainer.logger``, each lit_vision ``CSVLogger`` whose folder was not given moved under ``root``."""
+    if isinstance(logger, list | tuple):
+        return [_under_root(lg, root) for lg in logger]
+    if isinstance(logger, CSVLogger) and not logger.save_dir_given:
+        return logger.under(root)
+    return logger
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -121,8 +153,9 @@ class LitVisionCLI(LightningCLI):
         parser.set_defaults(
             {
                 "trainer.logger": {
-                    "class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": "runs", "name": "default"},
+                    # save_dir unset: trainer.default_root_dir when given, else runs/
+                    "class_path": "lit_vision.loggers.CSVLogger",
+                    "init_args": {"name": "default"},
                 },
                 "trainer.max_epochs": 20,
             }
@@ -132,6 +165,32 @@ class LitVisionCLI(LightningCLI):
         for key, callback in TRICK_KEYS.items():
             # subclass mode: off (None) by default; a trick file sets class_path and init_args
             parser.add_lightning_class_args(callback, key, subclass_mode=True, required=False)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer", {})
+        if self.subcommand == "fit":
+            for key in ("max_epochs", "max_steps"):
+                if trainer.get(key) == 0:
+                    raise ConfigError(
+                        f"--trainer.{key} 0: fit would train nothing and exit. Give the number of "
+                        f"{key.removeprefix('max_').replace('steps', 'optimizer steps')} to train (>= 1), "
+                        "or use `validate`/`test` to evaluate a checkpoint without training."
+                    )
+        accelerator = trainer.get("accelerator")
+        if isinstance(accelerator, str) and accelerator in ("gpu", "cuda", "mps") and not _has(accelerator):
+            raise ConfigError(
+                f"--trainer.accelerator {accelerator}: this machine has no such device "
+                "(configs/trainer/gpu.yaml asks for a GPU). Leave that config out, or set "
+                "--trainer.accelerator auto, to train on the CPU."
+            )
+        if (trainer.get("num_nodes") or 1) > 1 and not _launched_per_node():
+            raise ConfigError(
+                f"--trainer.num_nodes {trainer.get('num_nodes')}: a multi-node run is started once per node "
+                "by a launcher (torchrun --nnodes N --node_rank R --master_addr HOST ..., or SLURM srun), "
+                "which tells each process its node; started directly it would wait forever for the others. "
+                "See configs/trainer/ddp_multinode.yaml, or drop num_nodes to train on this machine."
+            )
 
     def after_instantiate_classes(self) -> None:
         # A backbone given by class_path reaches the model as a module object, which save_hyperparameters
@@ -150,15 +209,21 @@ class LitVisionCLI(LightningCLI):
         if config.get("logger") is False:  # the LR monitor refuses to run without a logger
             extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
         config = {**config, **kwargs}
+        use_model_summary(config, extra)
+        root = config.get("default_root_dir")
+        logger = config.get("logger")
+        if root is not None:
+            # A logger without a folder of its own writes under the trainer's root dir, as Lightning's
+            # default logger would (the CLI's configured CSVLogger would otherwise keep ./runs).
+            config["logger"] = logger = _under_root(logger, root)
         wandb = self._get(self.config_init, "wandb")
         if wandb is not None:
-            logger = config.get("logger")
             loggers = (
                 [*logger] if isinstance(logger, list) else [logger] if isinstance(logger, Logger) else []
             )
-            first_dir = next((lg.save_dir for lg in loggers if lg.save_dir is not None), None)
+            first_dir = next((lg.save_dir for lg in loggers if lg.save_dir is not None), root)
             if isinstance(wandb, WandbLogger) and wandb.save_dir is None and first_dir is not None:
-                wandb.place_under(first_dir)  # runs/wandb/ beside runs/<name>/version_N/
+                wandb.place_under(os.fspath(first_dir))  # runs/wandb/ beside runs/<name>/version_N/
             config["logger"] = [*loggers, wandb]
             extra.append(WandbRunId())
         if config.get("sync_batchnorm") and not runs_on_cuda(config.get("accelerator", "auto")):
@@ -226,11 +291,16 @@ class LitVisionCLI(LightningCLI):
         if config is None or not self._check_checkpoint(config):
             return
         try:
-            super()._parse_ckpt_path()
+            # the checkpoint's hyperparameters as defaults under the user's values (Lightning #20801)
+            parse_checkpoint_hparams_as_defaults(self, self._parsed_args)
         except pickle.UnpicklingError:  # trusted by --weights_only false: train with the config's hparams
             rank_zero_warn(
                 "--ckpt_path holds pickled objects: its hyperparameters are not merged into the config."
             )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self._parsed_args = args  # parsed again once a --ckpt_path's hyperparameters are known
+        super().parse_arguments(parser, args)
 
     def _check_checkpoint(self, config: Any = None) -> dict[str, str | None] | None:
         """A ``--ckpt_path`` that is missing, truncated, not a Lightning checkpoint, or that needs full
@@ -275,6 +345,7 @@ class LitVisionCLI(LightningCLI):
 
 def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
     """Run the CLI; ``args`` (a list, as on the command line) lets tests drive it from Python."""
+    quiet_lightning()
     # The batched data path serves in-memory tensor slices: DataLoader workers would only add overhead.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     if runs_on_cuda():
@@ -295,12 +366,32 @@ def main(args: ArgsType = None, run: bool = True) -> LitVisionCLI:
     )
 
 
+def _config_error(err: BaseException) -> ConfigError | None:
+    """The ConfigError behind ``err``: jsonargparse re-raises a refusal from an optional trick callback's
+    ``__init__`` (the keys are ``Optional[...]``) as a plain ValueError caused by it."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ConfigError):
+        cause = cause.__cause__
+    return cause
+
+
 def run() -> None:
-    """Console entry point: dataset problems, unreadable checkpoints and refused resumes end with their
-    message and exit code 1, not a traceback."""
+    """Console entry point: dataset problems, refused option values, unreadable or unwritable checkpoints and
+    refused resumes end with one ``error:`` line and exit code 1, not a traceback."""
     try:
         main()
-    except (DatasetError, ScheduleChangeError, CheckpointError) as err:
+    except (DatasetError, ScheduleChangeError, CheckpointError, CheckpointWriteError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ValueError as err:
+        refusal = _config_error(err)
+        if refusal is None:
+            raise
+        print(f"error: {refusal}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except MisconfigurationException as err:
+        # Lightning's own refusal of a trainer setting (e.g. configs/trainer/gpu.yaml on a machine without
+        # a GPU): its message is the user's to read, its stack is not
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except SIGTERMException:

@@ -1,4 +1,7 @@
-"""Weights & Biases logger that never hangs (offline when there is no API key or no network), and resumes.
+"""The CLI's loggers: a CSV logger whose folder follows ``trainer.default_root_dir``, and a Weights & Biases
+logger that never hangs.
+
+W&B: the logger never hangs (offline when there is no API key or no network), and resumes.
 
 ``wandb.init`` online without a reachable server waits for its init timeout (90 s) and then fails; a user
 without an account gets a login prompt. This subclass of Lightning's ``WandbLogger`` decides up front: an
@@ -18,10 +21,11 @@ from urllib.parse import urlparse
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-__all__ = ["WandbLogger", "WandbRunId", "wandb_online_possible"]
+__all__ = ["CSVLogger", "WandbLogger", "WandbRunId", "wandb_online_possible"]
 
 
 def _has_api_key(host: str) -> bool:
@@ -46,6 +50,47 @@ def wandb_online_possible(timeout_s: float = 3.0) -> bool:
         return False
 
 
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's ``CSVLogger`` (``metrics.csv`` and ``hparams.yaml`` in ``<save_dir>/<name>/version_N``)
+    whose ``save_dir`` may be left to the run: the CLI's default logger.
+
+    Args:
+        save_dir: parent folder of the run directories. ``None`` (default): ``trainer.default_root_dir`` when
+            the run sets one, else ``runs`` in the working directory (checkpoints go to the run directory, so
+            they follow too).
+        name: experiment name: the folder under ``save_dir`` (configs name it after themselves).
+        version: run directory name; ``None``: the next free ``version_N``.
+        prefix: put at the start of every metric key.
+        flush_logs_every_n_steps: write ``metrics.csv`` every this many steps.
+    """
+
+    #: where runs go when neither the logger nor the trainer names a folder
+    DEFAULT_SAVE_DIR = "runs"
+
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str | None = "default",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        #: whether the folder was given (else the CLI puts the logger under trainer.default_root_dir)
+        self.save_dir_given = save_dir is not None
+        self._settings = {
+            "name": name,
+            "version": version,
+            "prefix": prefix,
+            "flush_logs_every_n_steps": flush_logs_every_n_steps,
+        }
+        super().__init__(save_dir if save_dir is not None else self.DEFAULT_SAVE_DIR, **self._settings)
+
+    def under(self, save_dir: str | os.PathLike[str]) -> CSVLogger:
+        """The same logger writing under ``save_dir``: a new one, as Lightning's CSV logger fixes its folder
+        when it is built (no public way to move it)."""
+        return type(self)(save_dir=os.fspath(save_dir), **self._settings)
+
+
 class WandbLogger(_LightningWandbLogger):
     """Lightning's ``WandbLogger`` with an automatic offline fallback, for the CLI's ``wandb`` key.
 
@@ -55,7 +100,8 @@ class WandbLogger(_LightningWandbLogger):
     Args:
         name: run name shown in W&B.
         save_dir: parent folder of the local ``wandb/`` run directories; ``None``: the CSV logger's
-            ``save_dir`` (the CLI fills it), else the working directory.
+            ``save_dir`` (the CLI fills it), else ``trainer.default_root_dir`` when the run sets one, else
+            the working directory.
         project: W&B project.
         offline: ``True``/``False`` forces the mode; ``None`` (default): ``WANDB_MODE`` if set, else online
             only when an API key exists and the server is reachable (probed by rank 0 only: the other ranks

@@ -19,7 +19,12 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 #: process-wide settings a test may change (Lightning's seed_everything exports PL_GLOBAL_SEED, the CLI sets
 #: the matmul precision on CUDA): each test starts from the same state, whatever ran before it
-_ENV_KEYS = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "WANDB_MODE")
+#: A single-process DDP fit in this process (configs/trainer/ddp.yaml) exports MASTER_ADDR/MASTER_PORT and
+#: leaves a process group: a later multi-process run would inherit the port and its ranks never meet.
+_ENV_KEYS = (
+    "PL_GLOBAL_SEED", "PL_SEED_WORKERS", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "WANDB_MODE",
+    "MASTER_ADDR", "MASTER_PORT",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +46,8 @@ def _process_state() -> Iterator[None]:
     torch.set_float32_matmul_precision(precision)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = cudnn_benchmark
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -134,13 +134,24 @@ def test_checkpoint_of_another_architecture(
     )
     ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
-    # CLI: the checkpoint's model settings replace the config's (LightningCLI), so a stray --model.backbone
-    # cannot build a mismatched model...
-    cli = main(
-        ["test", *folder_args(tiny_folder), *common, "--model.backbone=resnet_tiny", f"--ckpt_path={ckpt}"]
-    )
+    # CLI: the checkpoint's model settings are the defaults, so without model options the model is the
+    # checkpoint's...
+    cli = main(["test", *folder_args(tiny_folder), *common, f"--ckpt_path={ckpt}"])
     assert cli.model.hparams.backbone == "compact_cifar"
-    # ...but the class count comes from the data: 10 CIFAR-10 classes against a 3-class checkpoint
+    # ...and a --model.backbone the user gives wins, so another architecture is refused with a message
+    with pytest.raises(
+        ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"
+    ):
+        main(
+            [
+                "test",
+                *folder_args(tiny_folder),
+                *common,
+                "--model.backbone=resnet_tiny",
+                f"--ckpt_path={ckpt}",
+            ]
+        )
+    # ...as is a class count from the data: 10 CIFAR-10 classes against a 3-class checkpoint
     with pytest.raises(
         ValueError, match=r"num_classes=3 .*this run builds backbone='compact_cifar', num_classes=10"
     ):

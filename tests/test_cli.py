@@ -253,6 +253,73 @@ def test_early_stopping_stops(tiny_folder: Path, tmp_path: Path) -> None:
     assert len(val_rows) == 3
 
 
+def test_a_run_that_ends_before_validating_waits_and_says_so_once(tiny_folder: Path, tmp_path: Path) -> None:
+    """configs/tricks/early_stopping.yaml on a run shorter than its first validation (24-batch epoch, 5
+    steps): early stopping and best.ckpt wait for val/acc instead of crashing, and one warning says so."""
+    args = [
+        "fit", f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
+        *folder_run_args(tiny_folder, tmp_path),
+        "--data.batch_size=2", "--trainer.max_steps=5",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning) as record:
+        cli = main(args)
+    assert cli.trainer.global_step == 5
+    said = [w for w in record if "without a validation run" in str(w.message)]
+    assert len(said) == 1 and "--trainer.val_check_interval" in str(said[0].message)
+    assert not any("could not find the monitored key" in str(w.message) for w in record)
+    ckpts = Path(cli.trainer.log_dir) / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+
+
+def test_a_misspelt_monitor_still_fails_once_validation_ran(tiny_folder: Path, tmp_path: Path) -> None:
+    args = [
+        "fit", f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
+        *folder_run_args(tiny_folder, tmp_path),
+        "--early_stopping.init_args.monitor=val/accuracy", "--trainer.max_epochs=1",
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="val/accuracy"):
+        main(args)
+
+
+def tiny_fit_args(data: Path) -> list[str]:
+    return [
+        "fit", "--data.dataset=imagefolder", f"--data.data_dir={data}", "--data.val_size=12",
+        "--data.batch_size=8", "--trainer.max_steps=2", *QUIET,
+    ]  # fmt: skip
+
+
+def test_default_root_dir_holds_the_whole_run(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--trainer.default_root_dir moves the CSV logger (metrics, config, checkpoints) there: nothing is
+    written to ./runs, which is what a user pointing the run at a bigger disk expects."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "big_disk"
+    cli = main([*tiny_fit_args(tiny_folder), f"--trainer.default_root_dir={root}"])
+    run_dir = Path(cli.trainer.log_dir)
+    assert run_dir == root / "default" / "version_0"
+    assert {"metrics.csv", "config.yaml", "hparams.yaml"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "runs").exists()
+    # --ckpt_path last looks there too
+    resumed = main([*tiny_fit_args(tiny_folder), f"--trainer.default_root_dir={root}", "--ckpt_path=last"])
+    assert resumed.trainer.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_a_logger_save_dir_given_explicitly_wins_over_default_root_dir(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = main([
+        *tiny_fit_args(tiny_folder), f"--trainer.default_root_dir={tmp_path / 'root'}",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+    ])  # fmt: skip
+    assert Path(cli.trainer.log_dir) == tmp_path / "logs" / "default" / "version_0"
+    assert (tmp_path / "logs" / "default" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    without_root = main(tiny_fit_args(tiny_folder))  # neither given: ./runs, as before
+    assert Path(without_root.trainer.log_dir) == Path("runs") / "default" / "version_0"
+
+
 def test_quick_preset_composes_last(tiny_cifar10_folder: Path) -> None:
     """configs/quick.yaml after a full recipe shortens it and keeps everything else of the recipe."""
     cli = main(

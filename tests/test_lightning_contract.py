@@ -79,3 +79,34 @@ def test_fit_loop_privates() -> None:
 def test_torch_privates() -> None:
     # EMA (lit_vision/callbacks/ema.py) copies parameter lists in one call
     assert callable(torch._foreach_copy_)
+
+
+class _Recorded(Exception):
+    """Stops LightningCLI right after parsing, carrying the parsed config."""
+
+
+def test_lightning_still_lets_checkpoint_hparams_override_the_user(tmp_path) -> None:
+    """lit_vision.lightning_workarounds.parse_checkpoint_hparams_as_defaults exists because Lightning's own
+    ``_parse_ckpt_path`` parses --ckpt_path's hyperparameters over the user's values (Lightning #20801, PR
+    #21455). When this test fails, Lightning has fixed it: delete the workaround."""
+    import lightning as L
+
+    class Model(L.LightningModule):
+        def __init__(self, smoothing: float = 0.0) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    class StopAfterParsing(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Recorded(self.config)
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"smoothing": 0.3}}, path)
+    try:
+        StopAfterParsing(Model, args=["fit", "--model.smoothing=0.1", f"--ckpt_path={path}"])
+    except _Recorded as recorded:
+        config = recorded.args[0]
+    assert config.fit.model.smoothing == 0.3  # the checkpoint's value beat the command line's 0.1
+    # what the workaround calls: the subcommand parser and parse_arguments(parser, args)
+    assert list(inspect.signature(LightningCLI.parse_arguments).parameters) == ["self", "parser", "args"]
+    assert list(inspect.signature(LightningCLI._parser).parameters) == ["self", "subcommand"]

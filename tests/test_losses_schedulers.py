@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -80,3 +81,51 @@ def test_build_scheduler_fills_total_steps_of_yaml_callables() -> None:
     # A scheduler without total_steps is called unchanged.
     step_lr = build_scheduler(lambda o: torch.optim.lr_scheduler.StepLR(o, 3), _opt(), total_steps=7)
     assert step_lr.step_size == 3
+
+
+def onecycle_lrs(factory, total: int) -> list[float]:
+    """LR of each of ``total`` optimizer steps of a schedule built by ``build_scheduler``."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    sched = build_scheduler(factory, opt, total)
+    lrs = []
+    for i in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if i < total - 1:
+            sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
+@pytest.mark.parametrize("pct_start", [0.05, 0.25, 0.3, 0.5, 0.9])
+def test_onecycle_trains_runs_of_any_length(pct_start: float, three_phase: bool) -> None:
+    """A short run (a user's first smoke test) must not end in torch's ZeroDivisionError: pct_start 0.25
+    of 4 steps gives a zero-length warm-up. Every length from 1 step, each LR finite and at most max_lr."""
+    from functools import partial
+
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    factory = partial(OneCycleLR, max_lr=0.2, pct_start=pct_start, three_phase=three_phase, total_steps=None)
+    for total in range(1, 17):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lrs = onecycle_lrs(factory, total)
+        assert all(0 < lr <= 0.2 + 1e-9 for lr in lrs), (total, lrs)
+
+
+def test_onecycle_is_left_alone_when_its_phases_fit_and_clamped_with_a_warning_when_not() -> None:
+    from functools import partial
+
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    factory = partial(OneCycleLR, max_lr=0.2, pct_start=0.25, total_steps=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: 0.25 x 8 steps leaves a 1-step warm-up
+        reference = partial(OneCycleLR, max_lr=0.2, pct_start=0.25, total_steps=8)
+        assert onecycle_lrs(factory, 8) == onecycle_lrs(reference, 8)
+    with pytest.warns(UserWarning, match=r"pct_start=0.25 of a 4-step run .* needs trainer.max_steps >= 8"):
+        lrs = onecycle_lrs(factory, 4)
+    # pct_start 0.5 instead: one warm-up step to max_lr, then the decay
+    assert lrs == onecycle_lrs(partial(OneCycleLR, max_lr=0.2, pct_start=0.5, total_steps=4), 4)
+    assert lrs[1] == pytest.approx(0.2)

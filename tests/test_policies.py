@@ -10,6 +10,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from helpers import make_imagefolder
 
+from lit_vision.data import ImageDataModule
 from lit_vision.data.policies import (
     OPS,
     apply_ops,
@@ -163,3 +164,93 @@ def test_augment_preview_shows_the_configs_pipeline(config: str, tmp_path) -> No
     with Image.open(path) as grid:
         # 5 columns (the image, 4 draws) x 3 rows of 32x32 images at 2x, with 4-pixel gaps around each
         assert grid.size == (5 * (64 + 4) + 4, 3 * (64 + 4) + 4)
+
+
+# ------------------------------------------------------------------ the policies in the training pipeline
+# What fit trains on: ImageDataModule's own batched augmentation (build_batch_augment -> BatchAugment) of a
+# training batch, through augment_train_batch. Crop and flip are off so that only the options under test
+# draw from torch's RNG; the expected batch applies the policy functions directly in BatchAugment's order
+# (pixel policy, colour jitter, normalization, random erasing) from the same seed.
+
+
+def _training_batch(data: Path, seed: int, **augment) -> tuple[torch.Tensor, torch.Tensor, ImageDataModule]:
+    """(uint8 batch, the augmented batch fit trains on under ``seed``, the datamodule)."""
+    dm = ImageDataModule(
+        dataset="imagefolder",
+        data_dir=data,
+        val_size=12,
+        batch_size=48,  # the whole train split: every class, many draws
+        crop_padding=0,
+        hflip=False,
+        **augment,
+    )
+    dm.setup("fit")
+    images, _ = next(iter(dm.train_dataloader()))
+    torch.manual_seed(seed)
+    return images, dm.augment_train_batch(images, torch.arange(len(images)), epoch=0), dm
+
+
+def _normalized(x: torch.Tensor, dm: ImageDataModule) -> torch.Tensor:
+    mean, std = torch.tensor(dm.mean).view(1, 3, 1, 1), torch.tensor(dm.std).view(1, 3, 1, 1)
+    return (x / 255 - mean) / std
+
+
+# (id, datamodule settings, pixel ops before normalization, ops after it), each on float [0, 255] batches
+PIPELINES = [
+    ("randaugment", {"policy": "randaugment"}, lambda x: rand_augment(x, 2, 9), None),
+    (
+        "randaugment-3-ops-magnitude-25",
+        {"policy": "randaugment", "num_ops": 3, "magnitude": 25},
+        lambda x: rand_augment(x, 3, 25),
+        None,
+    ),
+    ("trivialaugment", {"policy": "trivialaugment"}, trivial_augment_wide, None),
+    ("color_jitter", {"color_jitter": 0.4}, lambda x: batch_color_jitter(x, 0.4, 0.4, 0.4), None),
+    ("random_erasing", {"random_erasing": 0.5}, None, lambda x: batch_random_erasing(x, 0.5, value=0.0)),
+    (
+        "randaugment+color_jitter+random_erasing",
+        {"policy": "randaugment", "num_ops": 1, "magnitude": 15, "color_jitter": 0.3, "random_erasing": 1.0},
+        lambda x: batch_color_jitter(rand_augment(x, 1, 15), 0.3, 0.3, 0.3),
+        lambda x: batch_random_erasing(x, 1.0, value=0.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "pixel_ops", "normalized_ops"), [p[1:] for p in PIPELINES], ids=[p[0] for p in PIPELINES]
+)
+def test_training_batches_go_through_the_configured_augmentation(
+    tiny_folder: Path, settings, pixel_ops, normalized_ops
+) -> None:
+    images, out, dm = _training_batch(tiny_folder, 0, **settings)
+    torch.manual_seed(0)
+    expected = images.float()
+    if pixel_ops is not None:
+        expected = pixel_ops(expected)
+    expected = _normalized(expected, dm)
+    if normalized_ops is not None:
+        expected = normalized_ops(expected)
+    torch.testing.assert_close(out, expected)
+    plain = _training_batch(tiny_folder, 0)[1]  # the same batch with none of these options
+    torch.testing.assert_close(plain, _normalized(images.float(), dm))
+    changed = (out != plain).flatten(1).any(1)
+    assert changed.float().mean() > 0.4, "too few images of the batch changed"
+    assert torch.equal(_training_batch(tiny_folder, 0, **settings)[1], out), "not repeatable under a seed"
+    assert not torch.equal(_training_batch(tiny_folder, 1, **settings)[1], out), "the seed is not used"
+
+
+def test_randaugment_magnitude_and_num_ops_reach_the_training_batches(tiny_folder: Path) -> None:
+    """A stronger setting changes the training images more; each setting gives its own batch."""
+    plain = _training_batch(tiny_folder, 0)[1]
+
+    def change(**settings) -> tuple[torch.Tensor, float]:
+        out = _training_batch(tiny_folder, 0, policy="randaugment", **settings)[1]
+        return out, float((out - plain).abs().mean())
+
+    weak, weak_change = change(num_ops=2, magnitude=0)
+    strong, strong_change = change(num_ops=2, magnitude=30)
+    one, one_change = change(num_ops=1, magnitude=15)
+    three, three_change = change(num_ops=3, magnitude=15)
+    assert not torch.equal(weak, strong) and not torch.equal(one, three)
+    assert strong_change > 2 * weak_change
+    assert three_change > one_change

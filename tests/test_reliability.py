@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -183,6 +186,40 @@ def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, mo
     for name, data in before.items():
         assert (ckpts / name).read_bytes() == data, f"{name} was changed by the failed run"
     assert not list(ckpts.glob("*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: room for one checkpoint of the default config, not two (root and mount(8) needed)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_ends_train_py_with_one_error_line(tiny_folder: Path, small_disk: Path) -> None:
+    """A real full disk under the run directory: the checkpoint that fitted stays intact, no temporary file
+    is left, and train.py ends with one `error:` line (path, sizes, what to do) and exit code 1."""
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        sys.executable, "train.py", "fit", f"--config={root / 'configs/cifar10_compact.yaml'}",
+        "--data.dataset=imagefolder", f"--data.data_dir={tiny_folder}", "--data.val_size=12",
+        "--data.batch_size=8", "--trainer.max_epochs=2", f"--trainer.default_root_dir={small_disk}", *QUIET,
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    ckpts = small_disk / "cifar10_compact" / "version_0" / "checkpoints"
+    assert str(ckpts) in errors[0] and "the disk is full (about 1.5 MB needed" in errors[0]
+    assert "--trainer.default_root_dir" in errors[0] and "--ckpt_path last" in errors[0]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt"]  # no .tmp, no interrupted.ckpt
+    state = torch.load(ckpts / "best.ckpt", weights_only=True)  # intact: it loads
+    assert state["global_step"] == STEPS_PER_EPOCH
 
 
 def test_last_is_the_newest_state_and_a_resume_keeps_the_earlier_best(

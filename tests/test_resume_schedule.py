@@ -98,9 +98,16 @@ def test_longer_run_is_refused_with_a_message(
     assert (first / "checkpoints" / "last.ckpt").read_bytes() == last_before
 
 
+def ckpt_arg(first: Path, how: str) -> str:
+    """``--ckpt_path`` as ``last`` (the CLI resolves it after parsing) or as the file itself (LightningCLI
+    then merges the file's hyperparameters while parsing: they must not replace the options given here)."""
+    return "--ckpt_path=last" if how == "last" else f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}"
+
+
+@pytest.mark.parametrize("how", ["last", "file"])
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_extend_stretches_the_decay_and_keeps_the_warmup(
-    tiny_folder: Path, tmp_path: Path, scheduler: str
+    tiny_folder: Path, tmp_path: Path, scheduler: str, how: str
 ) -> None:
     first = first_run(tiny_folder, tmp_path / "runs", scheduler, 8)
     warmup = 0.25 * 8  # steps, as the first run had it
@@ -108,7 +115,7 @@ def test_extend_stretches_the_decay_and_keeps_the_warmup(
 
     resumed = main([
         "fit", *args_for(tiny_folder, tmp_path / "runs", scheduler),
-        "--trainer.max_steps=16", "--ckpt_path=last", "--model.on_schedule_change=extend",
+        "--trainer.max_steps=16", ckpt_arg(first, how), "--model.on_schedule_change=extend",
     ])  # fmt: skip
     assert resumed.trainer.global_step == 16
     lrs = lr_by_step(Path(resumed.trainer.log_dir))
@@ -119,15 +126,16 @@ def test_extend_stretches_the_decay_and_keeps_the_warmup(
     assert lrs[8] > lr_by_step(first)[7]
 
 
+@pytest.mark.parametrize("how", ["last", "file"])
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
 def test_restart_runs_a_fresh_schedule_over_the_remaining_steps(
-    tiny_folder: Path, tmp_path: Path, scheduler: str
+    tiny_folder: Path, tmp_path: Path, scheduler: str, how: str
 ) -> None:
     first = first_run(tiny_folder, tmp_path / "runs", scheduler, 8)
     weights = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     resumed = main([
         "fit", *args_for(tiny_folder, tmp_path / "runs", scheduler),
-        "--trainer.max_steps=20", "--ckpt_path=last", "--model.on_schedule_change=restart",
+        "--trainer.max_steps=20", ckpt_arg(first, how), "--model.on_schedule_change=restart",
     ])  # fmt: skip
     assert resumed.trainer.global_step == 20
     lrs = lr_by_step(Path(resumed.trainer.log_dir))
@@ -179,3 +187,97 @@ def test_schedules_without_a_horizon_resume_into_a_longer_run(
     main(["fit", *args, "--trainer.max_epochs=1"])
     resumed = main(["fit", *args, "--trainer.max_epochs=3", "--ckpt_path=last"])
     assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH
+
+
+# ------------------------------------------------------------------ the user's values win on a resume
+def test_the_policy_given_with_a_checkpoint_file_is_used_by_train_py(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
+    """The refusal's own advice, followed on the command line with the checkpoint named as a file, trains."""
+    import subprocess
+
+    first = first_run(tiny_folder, tmp_path / "runs", "onecycle", 6)
+    argv = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "fit",
+        *args_for(tiny_folder, tmp_path / "runs", "onecycle"),
+    ]
+    ckpt = f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}"
+    for policy in ("extend", "restart"):
+        done = subprocess.run(
+            [*argv, "--trainer.max_steps=9", ckpt, f"--model.on_schedule_change={policy}"],
+            capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"on_schedule_change={policy}: the schedule is rebuilt" in done.stdout + done.stderr
+
+
+def constant_lr_args(data: Path, runs: Path) -> list[str]:
+    return [*args_for(data, runs, "onecycle"), "--model.scheduler=null"]
+
+
+@pytest.mark.parametrize("where", ["command_line", "config_file"])
+def test_a_new_learning_rate_on_resume_is_the_one_the_optimizer_uses(
+    tiny_folder: Path, tmp_path: Path, where: str
+) -> None:
+    """Constant LR: a resume with a changed lr trains with it (the restored optimizer state held the old)."""
+    runs = tmp_path / "runs"
+    first = Path(main(["fit", *constant_lr_args(tiny_folder, runs), "--trainer.max_steps=6"]).trainer.log_dir)
+    if where == "config_file":
+        fragment = tmp_path / "finetune.yaml"
+        fragment.write_text("model:\n  optimizer:\n    init_args: {lr: 0.05}\n")
+        change = ["--config", str(fragment)]
+    else:
+        change = ["--model.optimizer.init_args.lr=0.05"]
+    resumed = main([
+        "fit", *constant_lr_args(tiny_folder, runs), *change, "--trainer.max_steps=9",
+        f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+    ])  # fmt: skip
+    assert resumed.trainer.global_step == 9
+    assert [g["lr"] for g in resumed.trainer.optimizers[0].param_groups] == [0.05, 0.05]
+    lrs = lr_by_step(Path(resumed.trainer.log_dir))
+    assert [lrs[s] for s in sorted(lrs)] == [0.05, 0.05, 0.05]
+    assert set(lr_by_step(first).values()) == {MAX_LR}  # the first run's own LR, for contrast
+
+
+def test_changed_settings_under_a_schedule_are_refused_then_restarted(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Same horizon, new weight decay: the restored optimizer and schedule state would keep the old value,
+    so the default policy refuses with the change named; ``restart`` applies it with a fresh schedule."""
+    runs = tmp_path / "runs"
+    args = [*args_for(tiny_folder, runs, "onecycle"), "--trainer.max_steps=16"]
+    stop = [{"class_path": "helpers.StopAt", "init_args": {"step": 5, "how": "keyboard"}}]
+    with pytest.raises(SystemExit):  # Ctrl+C after step 5: interrupted.ckpt mid-schedule
+        main(["fit", *args, f"--trainer.callbacks={json.dumps(stop)}"])
+    interrupted = next(runs.glob("*/version_0/checkpoints/interrupted.ckpt"))
+    changed = [*args, "--model.optimizer.init_args.weight_decay=0.001", f"--ckpt_path={interrupted}"]
+    monkeypatch.setattr(sys, "argv", ["train.py", "fit", *changed])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "optimizer.weight_decay: 0.0005 -> 0.001" in err and "--model.on_schedule_change restart" in err
+    resumed = main(["fit", *changed, "--model.on_schedule_change=restart"])
+    assert resumed.trainer.global_step == 16
+    groups = resumed.trainer.optimizers[0].param_groups
+    assert [g["weight_decay"] for g in groups] == [0.001, 0.0]  # the no-decay group stays undecayed
+    lrs = lr_by_step(Path(resumed.trainer.log_dir))
+    remaining = 16 - 5  # a warm-up of 2.75 steps: no short-run adjustment of pct_start
+    assert [lrs[s] for s in sorted(lrs)] == pytest.approx(
+        reference("onecycle", remaining, 0.25 * remaining, remaining), rel=1e-6
+    )
+
+
+def test_test_with_a_checkpoint_rebuilds_the_model_from_it_alone(tiny_folder: Path, tmp_path: Path) -> None:
+    """No model options on the command line: every model value comes from the checkpoint (here a backbone
+    width and label smoothing that differ from the parser's defaults; channels_last follows its data link)."""
+    first = first_run(tiny_folder, tmp_path / "runs", "onecycle", 2)
+    tested = main([
+        "test", "--data.dataset=imagefolder", f"--data.data_dir={tiny_folder}", "--data.val_size=12",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", *QUIET,
+        f"--ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+    ])  # fmt: skip
+    assert tested.model.hparams.backbone_kwargs == {"width": 1.5}
+    assert tested.model.hparams.label_smoothing == 0.2

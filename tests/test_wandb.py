@@ -131,6 +131,33 @@ def test_wandb_logs_next_to_csv_and_resumes_its_run(
     assert (Path(resumed.trainer.log_dir) / "metrics.csv").is_file()
 
 
+def test_wandb_follows_default_root_dir(
+    no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --trainer.default_root_dir and no save_dir of its own, the W&B run directory goes there too,
+    beside the CSV runs, and nothing is written under the working directory."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "big_disk"
+    args = [
+        "fit",
+        f"--config={ROOT / 'configs/logger/wandb.yaml'}",
+        "--data.dataset=imagefolder",
+        f"--data.data_dir={tiny_folder}",
+        "--data.val_size=12",
+        "--data.batch_size=8",
+        "--trainer.max_steps=2",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    cli = main(args)
+    run_id = wandb_logger(cli).version
+    wandb_logger(cli).experiment.finish()
+    assert Path(cli.trainer.log_dir) == root / "default" / "version_0"
+    assert list((root / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_disk", "home"]  # home: the fixture's HOME
+
+
 def test_wandb_mode_disabled_is_respected(
     no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

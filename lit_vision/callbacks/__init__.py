@@ -8,6 +8,7 @@ from lit_vision.callbacks.checkpoint import (
     LastCheckpoint,
     SafeModelCheckpoint,
 )
+from lit_vision.callbacks.early_stopping import EarlyStopping
 from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
@@ -22,6 +23,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "CSVPredictionWriter",
     "CheckpointWriteError",
+    "EarlyStopping",
     "EpochThroughput",
     "HeadFirstFinetuning",
     "InterruptCheckpoint",

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import pixel_bounds, pixels_to_units
+from lit_vision.errors import ConfigError
 
 __all__ = ["FGSM", "fgsm_perturb"]
 
@@ -80,7 +81,7 @@ class FGSM(L.Callback):
     """FGSM adversarial examples during training, and optionally robust accuracy in ``test``.
 
     Args:
-        eps: training attack radius in pixel units, e.g. 0.0313725 (8/255).
+        eps: training attack radius in pixel units (the [0, 1] scale), e.g. 0.0313725 (8/255).
         adv_every: attack every k-th training batch (1: every batch).
         mode: ``replace``: train on the adversarial batch instead of the clean one; ``append``: train on
             both (the batch doubles).
@@ -99,12 +100,18 @@ class FGSM(L.Callback):
         test_eps: float | None = None,
         fp32_craft: bool = False,
     ) -> None:
-        if eps < 0 or (test_eps is not None and test_eps < 0):
-            raise ValueError("eps and test_eps are radii: >= 0.")
-        if adv_every < 1:
-            raise ValueError(f"adv_every must be >= 1, got {adv_every}")
+        # Refused here, when the CLI builds the callback, before any data is loaded. A radius above 1 is a
+        # radius in 0..255 pixel steps (8 for 8/255): it would push every pixel to 0 or 1.
+        for name, radius in (("eps", eps), ("test_eps", test_eps)):
+            if radius is not None and not 0.0 <= radius <= 1.0:
+                raise ConfigError(
+                    f"--fgsm.init_args.{name} is a radius in pixel units in [0, 1] (8/255 is 0.0313725), "
+                    f"got {radius}."
+                )
+        if not adv_every >= 1:
+            raise ConfigError(f"--fgsm.init_args.adv_every must be >= 1 (1: every batch), got {adv_every}.")
         if mode not in ("replace", "append"):
-            raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
+            raise ConfigError(f"--fgsm.init_args.mode must be replace or append, got {mode!r}.")
         self.eps, self.adv_every, self.mode = eps, adv_every, mode
         self.test_eps, self.fp32_craft = test_eps, fp32_craft
         self._scale: float | None = None  # 16-mixed loss scale, refreshed once per epoch

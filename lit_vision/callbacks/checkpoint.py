@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import warnings
 from typing import Any
 
@@ -30,6 +31,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_vision.callbacks.monitor import WaitsForMonitor
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -41,7 +44,26 @@ __all__ = [
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, permissions...); the previous file is intact."""
+    """A checkpoint could not be written (disk full, permissions...); the previous file is intact.
+
+    ``str()`` is the message alone (no ``[Errno 28]`` prefix): the CLI prints it as its one error line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size_hint(path: str) -> str:
+    """What a checkpoint at ``path`` needs and what its disk has, in MB: the previous version of the file (or
+    the largest checkpoint beside it) is the size estimate, as the state has the same tensors each time."""
+    folder = os.path.dirname(path) or "."
+    beside = [os.path.join(folder, f) for f in os.listdir(folder)] if os.path.isdir(folder) else []
+    sizes = [os.path.getsize(p) for p in [path, *beside] if p.endswith(".ckpt") and os.path.isfile(p)]
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    need = f"about {max(sizes) / 1e6:.1f} MB needed, " if sizes else ""
+    return f" ({need}{free / 1e6:.1f} MB free there)"
 
 
 def _is_local(fs: Any) -> bool:
@@ -71,18 +93,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as err:
             if os.path.exists(tmp):
                 os.remove(tmp)
-            reason = "the disk is full" if err.errno == errno.ENOSPC else f"{type(err).__name__}: {err}"
+            reason = (
+                f"the disk is full{_size_hint(path)}"
+                if err.errno == errno.ENOSPC
+                else f"{type(err).__name__}: {err}"
+            )
             previous = "is left intact" if os.path.exists(path) else "did not exist"
             raise CheckpointWriteError(
                 err.errno,
                 f"Could not write checkpoint {path}: {reason}. Nothing was replaced: the previous "
-                f"{os.path.basename(path)} {previous}. Free space (or point trainer.default_root_dir / "
-                "checkpoint.dirpath elsewhere) and resume with --ckpt_path last.",
+                f"{os.path.basename(path)} {previous}. Free space, or point --trainer.default_root_dir (or "
+                "--checkpoint.dirpath) at a bigger disk, and run again: --ckpt_path last resumes from the "
+                "newest last.ckpt or interrupted.ckpt, if one was written.",
             ) from err
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
 
 
-class SafeModelCheckpoint(ModelCheckpoint):
+class SafeModelCheckpoint(WaitsForMonitor, ModelCheckpoint):
     """``ModelCheckpoint`` whose best score survives a resume into a new run directory.
 
     Takes every ``ModelCheckpoint`` argument (``monitor``, ``mode``, ``filename``...). Lightning reloads the
@@ -90,6 +117,26 @@ class SafeModelCheckpoint(ModelCheckpoint):
     ``version_N``, where the earlier best is still the one to beat. (The earlier run's files are never
     deleted: Lightning only removes checkpoints inside the current ``dirpath``.)
     """
+
+    # Before the first validation the save points wait for the monitored metric (WaitsForMonitor), and the
+    # end of a run that never validated says so once.
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not self.waiting(trainer):
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.waiting(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.waiting(trainer):
+            rank_zero_warn(
+                f"fit ended at global step {trainer.global_step} without a validation run, so {self.monitor} "
+                f"was never measured: no {self.filename or 'best'}.ckpt was written (and early stopping, if "
+                "on, never checked). last.ckpt holds the final weights. To validate within a short run: "
+                "--trainer.val_check_interval=<training batches> (or more --trainer.max_steps)."
+            )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         previous_dir = state_dict.get("dirpath", self.dirpath)
@@ -195,6 +242,10 @@ class InterruptCheckpoint(Checkpoint):
     ) -> None:
         if trainer.state.fn != "fit" or not self.dirpath:
             return  # validate/test/predict have no training state to save
+        if isinstance(exception, CheckpointWriteError):
+            # The disk that refused a checkpoint would refuse this one too (or take the last space of it);
+            # the error says which checkpoints are intact and to resume from them.
+            return
         if isinstance(exception, FloatingPointError):
             # A non-finite loss is noticed some steps late (model.nonfinite_check_every_n_steps): the weights
             # may already hold NaN/inf, and `--ckpt_path last` would pick them up. The earlier checkpoints
@@ -219,7 +270,9 @@ class InterruptCheckpoint(Checkpoint):
             # `--ckpt_path last` pick it next time.
             return
         try:
-            trainer.save_checkpoint(self.ckpt_path)  # atomic through the CLI's AtomicCheckpointIO
+            # atomic through the CLI's AtomicCheckpointIO; the full training state (weights_only=False), said
+            # explicitly: Lightning logs a notice when it has to pick the default
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         except Exception as err:  # must not hide the exception that stopped the run
             rank_zero_warn(f"Could not write the interrupt checkpoint {self.ckpt_path}: {err}")
             return

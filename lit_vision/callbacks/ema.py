@@ -40,6 +40,8 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["EMA"]
 
 
@@ -67,8 +69,8 @@ class EMA(EMAWeightAveraging):
     """EMA of weights and BatchNorm statistics; validation, test, predict and checkpoints use the average.
 
     Args:
-        decay: EMA decay per update; the average spans about ``1 / (1 - decay)`` updates (0.999: ~1000 steps,
-            ~3 CIFAR epochs at batch 128).
+        decay: EMA decay per update, in (0, 1); the average spans about ``1 / (1 - decay)`` updates (0.999:
+            ~1000 steps, ~3 CIFAR epochs at batch 128).
         update_every_n_steps: update after every n-th optimizer step.
         update_starting_at_step: first optimizer step (0-based) that updates the average; before it the
             average is just the current weights and nothing is swapped.
@@ -101,14 +103,30 @@ class EMA(EMAWeightAveraging):
         lookahead: bool = False,
         step_updates_from_epoch: int | None = None,
     ) -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        # Refused here, when the CLI builds the callback, before any data is loaded. 0 would make the average
+        # the current weights and 1 would never move it: both are typos, not choices.
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(
+                f"--ema.init_args.decay must be in (0, 1) (0.999 averages over ~1000 updates), got {decay}."
+            )
         if warmup not in ("none", "updates", "progress"):
-            raise ValueError(f"warmup must be none, updates or progress, got {warmup!r}")
+            raise ConfigError(f"--ema.init_args.warmup must be none, updates or progress, got {warmup!r}.")
         if warmup_power is None:
             warmup_power = 3.0 if warmup == "progress" else 2 / 3
-        if warmup_power <= 0:
-            raise ValueError(f"warmup_power must be > 0, got {warmup_power}")
+        if not warmup_power > 0:
+            raise ConfigError(f"--ema.init_args.warmup_power must be > 0, got {warmup_power}.")
+        if not update_every_n_steps >= 1:
+            raise ConfigError(
+                f"--ema.init_args.update_every_n_steps must be >= 1, got {update_every_n_steps}."
+            )
+        counters = {
+            "update_starting_at_step": update_starting_at_step,
+            "update_starting_at_epoch": update_starting_at_epoch,
+            "step_updates_from_epoch": step_updates_from_epoch,
+        }
+        for name, value in counters.items():
+            if value is not None and not value >= 0:
+                raise ConfigError(f"--ema.init_args.{name} must be >= 0 (0-based), or unset, got {value}.")
         super().__init__(
             device=device,
             use_buffers=use_buffers,

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_vision.errors import ConfigError
 from lit_vision.seeding import run_seed
 
 __all__ = ["MixUpCutMix"]
@@ -56,12 +57,25 @@ class MixUpCutMix(L.Callback):
         mode: Literal["batch", "elem"] = "batch",
         stop_epoch: int | None = None,
     ) -> None:
-        if mixup_alpha < 0 or cutmix_alpha < 0 or (mixup_alpha == 0 and cutmix_alpha == 0):
-            raise ValueError("Need mixup_alpha > 0 or cutmix_alpha > 0 (both >= 0).")
-        if not (0.0 <= prob <= 1.0 and 0.0 <= switch_prob <= 1.0):
-            raise ValueError("prob and switch_prob must be in [0, 1].")
+        # Refused here, when the CLI builds the callback, before any data is loaded.
+        for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if not alpha >= 0:
+                raise ConfigError(f"--mixing.init_args.{name} must be >= 0 (0 disables it), got {alpha}.")
+        if mixup_alpha == 0 and cutmix_alpha == 0:
+            raise ConfigError(
+                "--mixing.init_args.mixup_alpha or --mixing.init_args.cutmix_alpha must be > 0: with both 0 "
+                "nothing is mixed (leave --mixing unset instead)."
+            )
+        for name, value in (("prob", prob), ("switch_prob", switch_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"--mixing.init_args.{name} is a probability in [0, 1], got {value}.")
         if mode not in ("batch", "elem"):
-            raise ValueError(f"mode must be 'batch' or 'elem', got {mode!r}")
+            raise ConfigError(f"--mixing.init_args.mode must be batch or elem, got {mode!r}.")
+        if stop_epoch is not None and not stop_epoch >= 0:
+            raise ConfigError(
+                f"--mixing.init_args.stop_epoch must be >= 0 (0-based), or unset to mix until the end, "
+                f"got {stop_epoch}."
+            )
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob, self.mode, self.stop_epoch = prob, switch_prob, mode, stop_epoch
         self.rng = np.random.default_rng(0)

@@ -28,6 +28,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["CSVPredictionWriter", "PredictionWriter"]
 
 
@@ -57,10 +59,16 @@ class PredictionWriter(BasePredictionWriter):
         probs: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
-        if topk < 0:
-            raise ValueError(f"topk must be >= 0, got {topk}")
+        # train.py sets these as --prediction_writer.*, predict.py as --topk/--format: the message names both.
+        if not topk >= 0:
+            raise ConfigError(
+                f"--prediction_writer.topk (predict.py: --topk) must be >= 0 (0: none), got {topk}."
+            )
         if file_format not in ("csv", "jsonl"):
-            raise ValueError(f"file_format must be csv or jsonl, got {file_format!r}")
+            raise ConfigError(
+                "--prediction_writer.file_format (predict.py: --format) must be csv or jsonl, "
+                f"got {file_format!r}."
+            )
         self.output_dir = output_dir
         self.filename = filename
         self.item_paths = item_paths

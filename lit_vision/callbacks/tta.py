@@ -19,6 +19,8 @@ class TestTimeAugmentation(TestTimeViews, L.Callback):
     ``translate_weight``, ``max_batch``, ``average``).
     """
 
+    _option_prefix = "--tta.init_args."  # refused values are named as the CLI's trick key spells them
+
     def _install(self, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "eval_forward"):
             raise TypeError("TestTimeAugmentation needs a lit_vision ImageClassifier (eval_forward).")

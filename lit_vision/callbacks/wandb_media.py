@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 )
 
 from lit_vision.data.normalization import denormalize
+from lit_vision.errors import ConfigError
 from lit_vision.models.heatmaps import HEATMAP_METHODS, heatmaps, overlay
 
 __all__ = ["WandbMediaLogger", "confusion_matrix_figure"]
@@ -78,12 +79,20 @@ class WandbMediaLogger(L.Callback):
         gradcam_method: str = "gradcam",
         gradcam_layer: str | None = None,
     ) -> None:
+        # Refused here, when the CLI builds the callback, before any data is loaded.
+        option = "--wandb_media.init_args."
         if watch not in (None, "gradients", "parameters", "all"):
-            raise ValueError(f"watch must be None, 'gradients', 'parameters' or 'all', got {watch!r}")
-        if gradcam < 0 or gradcam_method not in HEATMAP_METHODS:
-            raise ValueError(
-                f"gradcam must be >= 0 and gradcam_method one of {HEATMAP_METHODS}, got {gradcam}, "
-                f"{gradcam_method!r}"
+            raise ConfigError(f"{option}watch must be gradients, parameters, all or unset, got {watch!r}.")
+        for name, value, low in (
+            ("num_samples", num_samples, 0),
+            ("watch_log_freq", watch_log_freq, 1),
+            ("gradcam", gradcam, 0),
+        ):
+            if not value >= low:
+                raise ConfigError(f"{option}{name} must be >= {low}, got {value}.")
+        if gradcam_method not in HEATMAP_METHODS:
+            raise ConfigError(
+                f"{option}gradcam_method must be one of {', '.join(HEATMAP_METHODS)}, got {gradcam_method!r}."
             )
         self.gradcam, self.gradcam_method, self.gradcam_layer = gradcam, gradcam_method, gradcam_layer
         self._gradcam_images: list[Tensor] = []

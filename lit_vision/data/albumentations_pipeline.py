@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["AlbumentationsTransform", "build_albumentations", "worker_init_fn"]
 
 
@@ -27,19 +29,31 @@ def build_albumentations(spec: list[dict[str, Any]]) -> Any:
     """Build an ``albumentations.Compose`` from a YAML-style list of transform entries."""
     import albumentations as A
 
+    # Built when the datamodule is (ImageDataModule.__init__): a bad entry is refused before any data loads,
+    # named as the option that holds the pipeline.
     transforms = []
     for entry in spec:
         if "name" not in entry:
-            raise ValueError(f"Albumentations entry {entry} needs a 'name' key (e.g. name: HorizontalFlip).")
+            raise ConfigError(
+                f"--data.albumentations entry {entry} needs a 'name' key (e.g. name: HorizontalFlip)."
+            )
         kwargs = {k: v for k, v in entry.items() if k != "name"}
         name = entry["name"]
         cls = getattr(A, name, None)
         if cls is None or not isinstance(cls, type):
             close = difflib.get_close_matches(name, [n for n in dir(A) if n[:1].isupper()], n=3)
-            raise ValueError(f"Unknown albumentations transform {name!r}. Did you mean: {', '.join(close)}?")
+            raise ConfigError(
+                f"Unknown albumentations transform {name!r} in --data.albumentations. "
+                f"Did you mean: {', '.join(close) or 'none close'}?"
+            )
         if name in ("Normalize", "ToTensorV2"):
-            raise ValueError(f"Remove {name} from the pipeline: normalization runs batched on the device.")
-        transforms.append(cls(**kwargs))
+            raise ConfigError(
+                f"Remove {name} from --data.albumentations: normalization runs batched on the device."
+            )
+        try:
+            transforms.append(cls(**kwargs))
+        except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+            raise ConfigError(f"--data.albumentations entry {entry}: {' '.join(str(err).split())}") from None
     return A.Compose(transforms)
 
 

@@ -45,12 +45,85 @@ from lit_vision.data.sources import (
 )
 from lit_vision.data.splits import channel_stats, seeded_split, training_order
 from lit_vision.data.transforms import BatchAugment
+from lit_vision.errors import ConfigError
 from lit_vision.seeding import run_seed
 
 __all__ = ["CIFARDataModule", "ImageDataModule"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+#: the choices of the Literal arguments: the CLI refuses others itself, Python callers get the same message
+_CHOICES: dict[str, tuple[str | None, ...]] = {
+    "dataset": ("cifar10", "cifar100", "imagefolder"),
+    "backend": ("memory", "streaming"),
+    "augment": ("batched", "albumentations", "torchvision"),
+    "policy": ("none", "randaugment", "trivialaugment"),
+    "predict_split": ("test", "val", "train", None),
+}
+
+
+def _check_arguments(args: dict[str, Any]) -> None:
+    """Refuse option values that cannot be meant, in ``__init__``: before any data is loaded or decoded.
+
+    Messages name the option as the CLI spells it (``--data.batch_size``); the checks are written ``not (ok)``
+    so that a NaN is refused too.
+    """
+    for name, choices in _CHOICES.items():
+        if args[name] not in choices:
+            shown = ", ".join(str(c) for c in choices if c is not None)
+            raise ConfigError(f"--data.{name} must be one of {shown}, got {args[name]!r}.")
+    at_least = {
+        "batch_size": (1, "images per optimizer step on each device"),
+        "eval_batch_size": (1, "or unset for 2 x batch_size"),
+        "crop_padding": (0, "pixels of random-crop shift; 0 disables it"),
+        "cutout": (0, "side of the Cutout square in pixels; 0 disables it"),
+        "num_ops": (1, "RandAugment operations per image"),
+        "color_jitter": (0, "jitter strength; 0 disables it"),
+        "image_size": (1, "side in pixels, or unset for the native size"),
+        "num_workers": (0, "0 loads in the main process"),
+    }
+    for name, (low, what) in at_least.items():
+        value = args[name]
+        if value is not None and not value >= low:
+            raise ConfigError(f"--data.{name} must be >= {low} ({what}), got {value}.")
+    if not 0 <= args["magnitude"] <= 30:
+        raise ConfigError(
+            f"--data.magnitude is a RandAugment magnitude bin, 0..30 (default 9), got {args['magnitude']}."
+        )
+    if not 0 <= args["random_erasing"] <= 1:
+        raise ConfigError(
+            f"--data.random_erasing is a probability per image in [0, 1], got {args['random_erasing']}."
+        )
+    _check_val_size(args["val_size"])
+    augment = args["augment"]
+    if augment in ("albumentations", "torchvision") and not args[augment]:
+        raise ConfigError(f"--data.augment {augment} needs a pipeline in data.{augment} (--data.{augment}).")
+    if args["device_resident"] and augment != "batched":
+        raise ConfigError(
+            f"--data.device_resident needs augment: batched ({augment} runs per sample on the host)."
+        )
+    if args["device_resident"] and args["backend"] == "streaming":
+        raise ConfigError(
+            "--data.device_resident needs backend: memory (streaming never holds the whole set)."
+        )
+
+
+def _check_val_size(val_size: int | float) -> None:
+    """A count (an int), a fraction below 1 (a float), or 0. A float of 1 or more is refused: ``2.0`` could be
+    two images or a mistyped fraction (``0.2``), and the split would silently hold out the wrong number."""
+    if not val_size >= 0:
+        raise ConfigError(
+            f"--data.val_size must be >= 0 (a count such as 5000, a fraction such as 0.1, or 0 for no "
+            f"validation), got {val_size}."
+        )
+    if isinstance(val_size, float) and val_size >= 1:
+        count = (
+            f"--data.val_size {int(val_size)}" if val_size.is_integer() else "an int (--data.val_size 500)"
+        )
+        raise ConfigError(
+            f"--data.val_size {val_size} is a float >= 1: write a count of images as {count}, or a fraction "
+            "of the train split below 1 (--data.val_size 0.1)."
+        )
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -70,8 +143,10 @@ class ImageDataModule(L.LightningDataModule):
             ``seed`` must equal the conversion's.
         batch_size: training batch size per device (per process under DDP).
         eval_batch_size: batch size for val/test/predict (default: 2 x ``batch_size``).
-        val_size: images held out of the train split for validation: a count, or a fraction if < 1; 0 trains
-            on every image and skips validation (``test``/``predict`` then need a test split).
+        val_size: images held out of the train split for validation: a count (an int, ``5000``) or a fraction
+            (a float below 1, ``0.1``); 0 trains on every image and skips validation (``test``/``predict``
+            then need a test split). A float of 1 or more (``2.0``: two images or a mistyped fraction?) is
+            refused.
         seed: seed of the train/val split (the same split on every rank and every run).
         augment: ``batched`` (tensor ops on the device, default), or a per-sample pipeline in workers:
             ``albumentations`` or ``torchvision`` (``transforms.v2``).
@@ -139,22 +214,7 @@ class ImageDataModule(L.LightningDataModule):
         predict_split: Literal["test", "val", "train"] | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in ("cifar10", "cifar100", "imagefolder"):
-            raise ValueError(f"Unknown dataset {dataset!r}: choose cifar10, cifar100 or imagefolder.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if augment == "albumentations" and not albumentations:
-            raise ValueError("augment: albumentations needs a pipeline in data.albumentations.")
-        if augment == "torchvision" and not torchvision:
-            raise ValueError("augment: torchvision needs a pipeline in data.torchvision.")
-        if device_resident and augment != "batched":
-            raise ValueError(
-                f"device_resident needs augment: batched ({augment} runs per sample on the host)."
-            )
-        if backend not in ("memory", "streaming"):
-            raise ValueError(f"Unknown backend {backend!r}: choose memory or streaming.")
-        if device_resident and backend == "streaming":
-            raise ValueError("device_resident needs backend: memory (streaming never holds the whole set).")
+        _check_arguments(locals())  # every argument, by name, before any work
         # Paths as strings: checkpoints must load with torch.load(weights_only=True), which rejects PosixPath.
         self.save_hyperparameters(ignore=["data_dir", "cache_dir"])
         self.hparams.update(data_dir=str(data_dir), cache_dir=None if cache_dir is None else str(cache_dir))

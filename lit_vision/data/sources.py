@@ -172,8 +172,9 @@ def _fingerprint(root: Path, files: list[Path], image_size: int | None) -> str:
 
 
 def decode_image(path: Path | BinaryIO, image_size: int | None, name: str | None = None) -> np.ndarray:
-    """One file (or its bytes, with ``name`` for messages) -> (H, W, 3) uint8; grayscale, palette, RGBA and
-    16-bit images become 8-bit RGB. Both back-ends decode through here, so their pixels are identical."""
+    """One file (or its bytes, with ``name`` for messages) -> writable (H, W, 3) uint8; grayscale, palette,
+    RGBA and 16-bit images become 8-bit RGB. Both back-ends decode through here, so their pixels are
+    identical."""
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -184,7 +185,9 @@ def decode_image(path: Path | BinaryIO, image_size: int | None, name: str | None
             if image_size is not None and im.size != (image_size, image_size):
                 # Shorter side to image_size, then a centre crop: aspect ratio kept, nothing stretched.
                 im = ImageOps.fit(im, (image_size, image_size), Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
+            # np.array, not np.asarray: asarray wraps PIL's bytes read-only, and torch.from_numpy of a
+            # read-only array warns on every run (the tensor could write to memory it must not).
+            return np.array(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DatasetError(f"Cannot read image {name or path}: {err}. Delete or replace the file.") from err
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["TorchvisionTransform", "build_torchvision"]
 
 #: entries that would hand the batched normalization something other than uint8 pixels
@@ -28,23 +30,31 @@ def build_torchvision(spec: list[dict[str, Any]]) -> Any:
     """Build a ``torchvision.transforms.v2.Compose`` from a YAML-style list of transform entries."""
     from torchvision.transforms import v2
 
+    # Built when the datamodule is (ImageDataModule.__init__): a bad entry is refused before any data loads,
+    # named as the option that holds the pipeline.
     transforms = []
     for entry in spec:
         if "name" not in entry:
-            raise ValueError(
-                f"torchvision entry {entry} needs a 'name' key (e.g. name: RandomHorizontalFlip)."
+            raise ConfigError(
+                f"--data.torchvision entry {entry} needs a 'name' key (e.g. name: RandomHorizontalFlip)."
             )
         name = entry["name"]
         kwargs = {k: v for k, v in entry.items() if k != "name"}
         if name in _REFUSED:
-            raise ValueError(f"Remove {name} from the pipeline: normalization runs batched on the device.")
+            raise ConfigError(
+                f"Remove {name} from --data.torchvision: normalization runs batched on the device."
+            )
         cls = getattr(v2, name, None)
         if cls is None or not isinstance(cls, type):
             close = difflib.get_close_matches(name, [n for n in dir(v2) if n[:1].isupper()], n=3)
-            raise ValueError(
-                f"Unknown torchvision.transforms.v2 transform {name!r}. Did you mean: {', '.join(close)}?"
+            raise ConfigError(
+                f"Unknown torchvision.transforms.v2 transform {name!r} in --data.torchvision. "
+                f"Did you mean: {', '.join(close) or 'none close'}?"
             )
-        transforms.append(cls(**kwargs))
+        try:
+            transforms.append(cls(**kwargs))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"--data.torchvision entry {entry}: {' '.join(str(err).split())}") from None
     return v2.Compose(transforms)
 
 

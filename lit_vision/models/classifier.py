@@ -18,8 +18,9 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
+from lit_vision.errors import ConfigError
 from lit_vision.lightning_workarounds import estimated_stepping_batches
-from lit_vision.models.factory_args import left_unset
+from lit_vision.models.factory_args import factory_settings, left_unset
 from lit_vision.models.layers import own_forward_batchnorms
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.metrics import DeviceMean
@@ -37,6 +38,23 @@ class ScheduleChangeError(ValueError):
 # (module, images, targets, batch_idx) -> (images, targets): how callbacks (MixUp/CutMix, FGSM) change a
 # training batch after normalization; targets may become soft (N, C) probabilities.
 TrainBatchTransform = Callable[["ImageClassifier", Tensor, Tensor, int], tuple[Tensor, Tensor]]
+
+
+def _check_learning_rates(optimizer: Any, scheduler: Any) -> None:
+    """A zero or negative learning rate (or OneCycleLR ``max_lr``) refused when the model is built: torch's
+    optimizers check ``lr`` only when they are built, after the data is loaded, and a scheduler's peak
+    never."""
+    for option, factory, name in (
+        ("model.optimizer", optimizer, "lr"),
+        ("model.scheduler", scheduler, "max_lr"),
+    ):
+        value = (getattr(factory, "keywords", None) or {}).get(name) if factory is not None else None
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, int | float) and not v > 0 for v in values):
+            raise ConfigError(
+                f"--{option}.init_args.{name} {value}: a learning rate must be > 0 (e.g. 0.1 for SGD, 1e-3 "
+                "for AdamW); to freeze the weights, use `validate`/`test` instead of fit."
+            )
 
 
 class ImageClassifier(L.LightningModule):
@@ -122,31 +140,39 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(
             ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         )
+        # Refused here, when the CLI builds the model: before any data is read (ConfigError: one error line)
         if nonfinite_loss not in ("raise", "skip", "ignore"):
-            raise ValueError(f"nonfinite_loss must be 'raise', 'skip' or 'ignore', got {nonfinite_loss!r}")
-        if nonfinite_check_every_n_steps < 1:
-            raise ValueError(
-                f"nonfinite_check_every_n_steps must be >= 1, got {nonfinite_check_every_n_steps}"
+            raise ConfigError(
+                f"--model.nonfinite_loss must be raise, skip or ignore, got {nonfinite_loss!r}."
+            )
+        if not nonfinite_check_every_n_steps >= 1:
+            raise ConfigError(
+                f"--model.nonfinite_check_every_n_steps must be >= 1, got {nonfinite_check_every_n_steps}."
             )
         if on_schedule_change not in ("refuse", "extend", "restart"):
-            raise ValueError(
-                f"on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}"
+            raise ConfigError(
+                f"--model.on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}."
             )
-        if norm_bias_lr_scale <= 0:
-            raise ValueError(f"norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")
+        _check_learning_rates(optimizer, scheduler)
+        if not norm_bias_lr_scale > 0:
+            raise ConfigError(f"--model.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}.")
         if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+            raise ConfigError(
+                f"--model.scheduler_interval must be step or epoch, got {scheduler_interval!r}."
+            )
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}.")
+            raise ConfigError(f"{len(class_names)} class names for num_classes={num_classes}.")
         self.num_classes = num_classes
         self.class_names = (
             list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         )
-        self.backbone = (
-            backbone
-            if isinstance(backbone, nn.Module)
-            else create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
-        )
+        if isinstance(backbone, nn.Module):
+            self.backbone = backbone
+        else:
+            try:
+                self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+            except TypeError as err:  # an argument the backbone's constructor does not take
+                raise ConfigError(f"--model.backbone_kwargs {backbone_kwargs} for {backbone}: {err}") from err
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = SoftTargetCrossEntropy(label_smoothing)
@@ -264,7 +290,11 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._raise_if_nonfinite()  # never write weights trained past a NaN/inf loss
         # What prediction and export need besides the weights and hparams: the training image size.
-        checkpoint["lit_vision"] = {"input_size": self.input_size, "schedule_horizon": self._schedule_horizon}
+        checkpoint["lit_vision"] = {
+            "input_size": self.input_size,
+            "schedule_horizon": self._schedule_horizon,
+            "optimizer_settings": self.optimizer_settings() if self.optimizer_factory is not None else None,
+        }
 
     def on_train_epoch_start(self) -> None:
         set_epoch = getattr(self.backbone, "set_epoch", None)
@@ -292,7 +322,7 @@ class ImageClassifier(L.LightningModule):
         if isinstance(mine["backbone"], str) and any(
             k in saved and theirs[k] != mine[k] for k in ("backbone", "num_classes")
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"The checkpoint was trained with backbone={theirs['backbone']!r}, "
                 f"num_classes={theirs['num_classes']} (backbone_kwargs={theirs['backbone_kwargs']}); this "
                 f"run builds backbone={mine['backbone']!r}, num_classes={mine['num_classes']}. Use the "
@@ -479,16 +509,22 @@ class ImageClassifier(L.LightningModule):
         takes_batch = left_unset(self.optimizer_factory, "batch_size")
         optimizer = self.build_optimizer(self._global_batch_size() if takes_batch else None)
         if self.scheduler_factory is None:
+            self._schedule_horizon = None
+            if self._resuming is not None:
+                self._reconcile_schedule(optimizer, None, 0)
             return optimizer
         interval = self.hparams.scheduler_interval
         total = int(
             estimated_stepping_batches(self.trainer) if interval == "step" else self.trainer.max_epochs
         )
         scheduler = build_scheduler(self.scheduler_factory, optimizer, total)
-        if isinstance(scheduler, ReduceLROnPlateau):
+        plateau = isinstance(scheduler, ReduceLROnPlateau)
+        self._schedule_horizon = total if fills_total_steps(self.scheduler_factory) and not plateau else None
+        if self._resuming is not None:
+            scheduler = self._reconcile_schedule(optimizer, scheduler, total)
+        if plateau:
             # Lightning steps it with the monitored value; the metric exists only after validation, so it
             # steps per epoch (a per-step plateau check would read a metric that is not there yet).
-            self._schedule_horizon = None
             return {
                 "optimizer": optimizer,
                 "lr_scheduler": {
@@ -497,56 +533,123 @@ class ImageClassifier(L.LightningModule):
                     "monitor": self.hparams.scheduler_monitor,
                 },
             }
-        self._schedule_horizon = total if fills_total_steps(self.scheduler_factory) else None
-        if self._resuming is not None and self._schedule_horizon is not None:
-            scheduler = self._reconcile_schedule(optimizer, scheduler, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    def _reconcile_schedule(self, optimizer: Any, scheduler: Any, total: int) -> Any:
-        """Resuming: apply ``on_schedule_change`` when the checkpoint's horizon differs from ``total``."""
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The optimizer and scheduler as configured (class and init arguments, ``total_steps`` left out: the
+        horizon is compared on its own), JSON-safe: saved in checkpoints so that a resume can tell when the
+        user changed them (the restored optimizer state would otherwise carry the checkpoint's values)."""
+        return {
+            "optimizer": factory_settings(self.optimizer_factory),
+            "scheduler": factory_settings(self.scheduler_factory, skip=("total_steps",)),
+        }
+
+    def _changed_settings(self) -> list[str]:
+        """``section.name: old -> new`` for every optimizer/scheduler setting that differs from the
+        checkpoint's (none for checkpoints written before the settings were saved)."""
         assert self._resuming is not None
+        then = (self._resuming.get("lit_vision") or {}).get("optimizer_settings")
+        if then is None:
+            return []
+        now = self.optimizer_settings()
+        changes = []
+        for section in ("optimizer", "scheduler"):
+            old, new = then.get(section) or {}, now.get(section) or {}
+            if old.get("class") != new.get("class"):
+                changes.append(f"{section}: {old.get('class')} -> {new.get('class')}")
+                continue
+            old_args, new_args = old.get("args", {}), new.get("args", {})
+            for name in sorted(set(old_args) | set(new_args)):
+                if old_args.get(name) != new_args.get(name):
+                    changes.append(f"{section}.{name}: {old_args.get(name)} -> {new_args.get(name)}")
+        return changes
+
+    def _reconcile_schedule(self, optimizer: Any, scheduler: Any, total: int) -> Any:
+        """Resuming: apply ``on_schedule_change`` when the checkpoint's horizon differs from ``total`` or the
+        optimizer/scheduler settings differ from the checkpoint's. Without a scheduler (constant LR) changed
+        optimizer settings simply apply: there is no schedule to reconcile them with."""
+        assert self._resuming is not None
+        changed = self._changed_settings()
+        settings = (
+            f"model.optimizer/model.scheduler settings differ from the checkpoint's ({'; '.join(changed)})"
+        )
+        if scheduler is None:
+            if changed:
+                rank_zero_info(f"The {settings}: the new values replace the checkpoint's.")
+                self._schedule_fix = (self._group_settings(optimizer), 0)
+            return scheduler
         saved_states = self._resuming.get("lr_schedulers") or []
         if not saved_states:
             return scheduler
         saved = saved_states[0]
+        done = int(saved.get("last_epoch", 0))
         old = (self._resuming.get("lit_vision") or {}).get("schedule_horizon") or saved.get("total_steps")
-        if old is None or int(old) == total:
+        horizon_changed = self._schedule_horizon is not None and old is not None and int(old) != total
+        if not horizon_changed and not changed:
             return scheduler
-        old, done = int(old), int(saved.get("last_epoch", 0))
         unit = "optimizer steps" if self.hparams.scheduler_interval == "step" else "epochs"
         policy = self.hparams.on_schedule_change
-        what = (
-            f"The checkpoint's LR schedule ({type(scheduler).__name__}) was built for a run of {old} {unit} "
-            f"and stopped after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
-        )
-        if policy == "refuse":
-            raise ScheduleChangeError(
-                f"{what} Choose what the schedule does: --model.on_schedule_change extend (keep the warmup, "
-                f"stretch the decay to end at {total}), --model.on_schedule_change restart (a fresh schedule "
-                f"over the remaining {max(total - done, 0)} {unit}), or resume with the run's original "
-                "length."
+        name = type(scheduler).__name__
+        if horizon_changed:
+            old = int(old)
+            what = (
+                f"The checkpoint's LR schedule ({name}) was built for a run of {old} {unit} and stopped "
+                f"after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
             )
-        if done >= total:
+            if changed:
+                what += f" The {settings}."
+        else:
+            old = total
+            what = (
+                f"The {settings}, and the restored state of the LR schedule ({name}, stopped after {done} "
+                f"{unit}) would keep the checkpoint's values."
+            )
+        if self._schedule_horizon is None:  # no horizon: a schedule that only a restart can rebuild
+            remaining = "a fresh schedule from this point"
+        else:
+            remaining = f"a fresh schedule over the remaining {max(total - done, 0)} {unit}"
+        if policy == "refuse":
+            extend = (
+                f"--model.on_schedule_change extend (keep the warmup, the decay ending at {total}), "
+                if self._schedule_horizon is not None
+                else ""
+            )
+            raise ScheduleChangeError(
+                f"{what} Choose what the schedule does: {extend}--model.on_schedule_change restart "
+                f"({remaining}, with the new settings), or resume with the run's original "
+                f"{'length' if horizon_changed else 'settings'}."
+            )
+        if self._schedule_horizon is not None and done >= total:
             raise ScheduleChangeError(f"{what} The run is already past the new end: nothing to {policy}.")
         factory = self.scheduler_factory
         if policy == "extend":
+            if self._schedule_horizon is None:
+                raise ScheduleChangeError(
+                    f"{what} on_schedule_change=extend stretches a schedule built for a number of steps; "
+                    f"{name} has no such horizon. Use --model.on_schedule_change restart ({remaining})."
+                )
             scheduler = build_scheduler(
                 factory, optimizer, total, **extend_kwargs(scheduler, factory, old, total)
             )
             position = done
         else:
-            scheduler = build_scheduler(factory, optimizer, total - done)
+            scheduler = build_scheduler(factory, optimizer, max(total - done, 1))
             position = 0
         rank_zero_info(f"{what} on_schedule_change={policy}: the schedule is rebuilt.")
         # Lightning restores the optimizer and scheduler states from this dict after this hook: the rebuilt
         # schedule's state replaces the saved one, and on_train_start puts back the new schedule's optimizer
         # settings (the restored optimizer state carries the old ones) at the resume position.
         state = scheduler.state_dict()
-        state["last_epoch"] = position
+        if "last_epoch" in state:
+            state["last_epoch"] = position
         saved_states[0] = state
-        hyper = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-        self._schedule_fix = (hyper, position)
+        self._schedule_fix = (self._group_settings(optimizer), position)
         return scheduler
+
+    @staticmethod
+    def _group_settings(optimizer: Any) -> list[dict[str, Any]]:
+        """Every param group's settings (lr, momentum, a scheduler's initial_lr...) without its parameters."""
+        return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
 
     def on_fit_start(self) -> None:
         self._check_sync_batchnorm()

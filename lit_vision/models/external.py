@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lit_vision.errors import ConfigError
 from lit_vision.models.backbone import Backbone
 
 __all__ = ["TorchvisionBackbone", "create_timm_backbone", "create_torchvision_backbone"]
@@ -70,7 +71,10 @@ def create_torchvision_backbone(
         import difflib
 
         close = difflib.get_close_matches(name, available, n=5)
-        raise ValueError(f"Unknown torchvision model {name!r}. Closest: {', '.join(close) or 'none'}.")
+        raise ConfigError(
+            f"Unknown torchvision model {name!r} (--model.backbone torchvision/<name>). "
+            f"Closest: {', '.join(close) or 'none'}."
+        )
     weights = "DEFAULT" if pretrained else None
     try:
         model = torchvision.models.get_model(name, weights=weights, **kwargs)
@@ -95,7 +99,10 @@ def create_timm_backbone(name: str, num_classes: int, pretrained: bool = False, 
     except RuntimeError as err:
         if "Unknown model" in str(err):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            raise ValueError(f"Unknown timm model {name!r}. Similar: {', '.join(close) or 'none'}.") from err
+            raise ConfigError(
+                f"Unknown timm model {name!r} (--model.backbone timm/<name>). "
+                f"Similar: {', '.join(close) or 'none'}."
+            ) from err
         raise
     except OSError as err:
         raise RuntimeError(

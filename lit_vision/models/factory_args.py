@@ -8,10 +8,11 @@ builds the optimizer and scheduler: ``total_steps`` of a scheduler (the run's op
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["left_unset"]
+__all__ = ["bound_or_default", "factory_settings", "factory_target", "left_unset"]
 
 
 def left_unset(factory: Callable[..., Any], name: str) -> bool:
@@ -28,3 +29,39 @@ def left_unset(factory: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):  # builtins without signatures
         return False
     return parameter is not None and parameter.default in (None, inspect.Parameter.empty)
+
+
+def factory_settings(factory: Callable[..., Any] | None, skip: Iterable[str] = ()) -> dict[str, Any] | None:
+    """``{"class": "module.Name", "args": {...}}`` of a factory (see :func:`left_unset`), JSON-safe (tuples
+    become lists, other objects their ``str``), ``skip`` left out; ``None`` for no factory.
+
+    A CLI-built factory is ``functools.partial(instantiator, cls)`` with the init arguments as keywords; a
+    plain class or function has no arguments bound."""
+    if factory is None:
+        return None
+    bound = dict(getattr(factory, "keywords", None) or {})
+    target = factory_target(factory)
+    name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', repr(target))}"
+    args = {k: v for k, v in bound.items() if k not in set(skip)}
+    return {"class": name, "args": json.loads(json.dumps(args, default=str))}
+
+
+def factory_target(factory: Callable[..., Any]) -> Any:
+    """The class (or function) a factory builds: the class inside a CLI-built partial, else the factory."""
+    target = next((a for a in getattr(factory, "args", ()) if isinstance(a, type)), None)
+    return target or getattr(factory, "func", factory)
+
+
+def bound_or_default(factory: Callable[..., Any], name: str, kwargs: dict[str, Any] | None = None) -> Any:
+    """The value ``name`` will have when ``factory(**kwargs)`` is called: ``kwargs``, else the factory's
+    bound argument, else the signature's default of the class it builds (``None`` if it has none)."""
+    if kwargs and name in kwargs:
+        return kwargs[name]
+    bound = getattr(factory, "keywords", None) or {}
+    if name in bound:
+        return bound[name]
+    try:
+        parameter = inspect.signature(factory_target(factory)).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["SoftTargetCrossEntropy"]
 
 
@@ -22,8 +24,11 @@ class SoftTargetCrossEntropy(nn.Module):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 <= label_smoothing < 1.0:  # built in ImageClassifier.__init__: refused before data loads
+            raise ConfigError(
+                "--model.label_smoothing must be in [0, 1) (the weight of the uniform distribution; 0.1 is "
+                f"usual), got {label_smoothing}."
+            )
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from lit_vision.errors import ConfigError
+
 __all__ = [
     "create_backbone",
     "is_backbone",
@@ -83,7 +85,7 @@ def create_backbone(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         **kwargs: passed to the backbone's constructor (e.g. ``width`` for ``compact_cifar``).
 
     Raises:
-        ValueError: for an unknown name; the message lists the closest registered names.
+        ConfigError: (a ``ValueError``) for an unknown name; the message lists the closest registered names.
     """
     if name.startswith("torchvision/"):
         from lit_vision.models.external import create_torchvision_backbone
@@ -96,8 +98,9 @@ def create_backbone(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if name not in _BACKBONES:
         close = difflib.get_close_matches(name, list(_BACKBONES), n=5, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown backbone {name!r}.{hint} Registered backbones: {', '.join(list_backbones())}. "
-            "External models are reachable as 'torchvision/<name>' or 'timm/<name>'."
+        raise ConfigError(
+            f"Unknown backbone {name!r}.{hint} Registered backbones (--model.backbone): "
+            f"{', '.join(list_backbones())}. External models are reachable as 'torchvision/<name>' or "
+            "'timm/<name>'."
         )
     return _BACKBONES[name](num_classes=num_classes, **kwargs)

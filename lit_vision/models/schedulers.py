@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from lit_vision.models.factory_args import left_unset
+from lit_vision.models.factory_args import bound_or_default, factory_target, left_unset
 
 __all__ = ["TriangleLR", "WarmupCosineLR", "build_scheduler", "extend_kwargs", "fills_total_steps"]
 
@@ -103,7 +104,47 @@ def build_scheduler(
     ``kwargs`` replace the factory's own arguments (see :func:`extend_kwargs`)."""
     if fills_total_steps(scheduler):
         kwargs["total_steps"] = total_steps
+    target = factory_target(scheduler)
+    if isinstance(target, type) and issubclass(target, OneCycleLR):
+        kwargs.update(_onecycle_phases_of_a_step(scheduler, kwargs))
     return scheduler(optimizer, **kwargs)
+
+
+def _onecycle_phases_of_a_step(factory: Callable[..., LRScheduler], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A ``pct_start`` whose OneCycleLR phases each last at least one step, when the configured one does not.
+
+    torch interpolates each phase over ``(end - start)`` steps, with the warm-up ending at step
+    ``pct_start * total_steps - 1``: a phase of zero length (``pct_start`` 0.25 of a 4-step run) divides by
+    zero at its first step. Short runs (a user's smoke test, ``--trainer.max_steps 4``) get the nearest
+    ``pct_start`` whose phases last >= 1 step, with a warning; runs too short for that skip the warm-up.
+    """
+    total = bound_or_default(factory, "total_steps", kwargs)
+    if total is None:  # epochs x steps_per_epoch: torch's own arithmetic, left alone
+        return {}
+    total = int(total)
+    pct = float(bound_or_default(factory, "pct_start", kwargs))
+    three_phase = bool(bound_or_default(factory, "three_phase", kwargs))
+    # phase boundaries (torch): warm-up ends at pct*total - 1, the second phase of three at 2*pct*total - 2,
+    # the last at total - 1; each must be >= 1 step long. Within [low, high] every phase is.
+    low, high = 2.0 / total, (total / 2.0 if three_phase else total - 1.0) / total
+    if low <= pct <= high or (low > high and pct * total < 1):
+        return {}
+    # Too short for every phase to last a step: put the warm-up before step 0 (boundaries < 0, as any
+    # pct_start below 1 / total does), so the whole run is the final decay.
+    fixed = min(max(pct, low), high) if low <= high else 0.5 / total
+    warmup = max(int(fixed * total) - 1, 0)
+    if 0 < pct < 1 and not (three_phase and pct > 0.5):
+        # the shortest run whose phases all last a step at this pct_start
+        needed = max(math.ceil(2 / pct), 4 if three_phase else math.ceil(1 / (1 - pct)))
+        keep = f"keeping pct_start={pct:g} needs trainer.max_steps >= {needed}"
+    else:
+        keep = f"pct_start={pct:g} fits no run length{' of three phases' if three_phase else ''}"
+    rank_zero_warn(
+        f"OneCycleLR: pct_start={pct:g} of a {total}-step run (trainer.max_steps / max_epochs) leaves a "
+        "phase shorter than one optimizer step (torch divides by a phase's length: zero fails); using "
+        f"pct_start={fixed:g} instead (a warm-up of {warmup} of the {total} steps): {keep}."
+    )
+    return {"pct_start": fixed}
 
 
 def extend_kwargs(

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_vision.errors import ConfigError
+
 __all__ = ["TTAView", "TestTimeViews"]
 
 
@@ -55,6 +57,10 @@ class TestTimeViews:
             log) or ``logits`` (airbench's TTA).
     """
 
+    #: how error messages name the arguments: plain here (``Ensemble``, ``predict.py`` map their own flags
+    #: onto them), as CLI options in the callback
+    _option_prefix = ""
+
     def __init__(
         self,
         hflip: bool = True,
@@ -63,10 +69,20 @@ class TestTimeViews:
         max_batch: int = 256,
         average: Literal["probs", "logits"] = "probs",
     ) -> None:
-        if translate < 0 or max_batch < 1 or not 0.0 <= translate_weight < 1.0:
-            raise ValueError("Need translate >= 0, max_batch >= 1 and 0 <= translate_weight < 1.")
+        option = self._option_prefix
+        if not translate >= 0:
+            raise ConfigError(
+                f"{option}translate must be >= 0 (pixels; 0: no translated views), got {translate}."
+            )
+        if not max_batch >= 1:
+            raise ConfigError(f"{option}max_batch must be >= 1 (images per forward pass), got {max_batch}.")
+        if not 0.0 <= translate_weight < 1.0:
+            raise ConfigError(
+                f"{option}translate_weight must be in [0, 1) (the untranslated views keep the rest), "
+                f"got {translate_weight}."
+            )
         if average not in ("probs", "logits"):
-            raise ValueError(f"average must be probs or logits, got {average!r}")
+            raise ConfigError(f"{option}average must be probs or logits, got {average!r}.")
         self.average = average
         self.hflip, self.translate = hflip, translate
         self.translate_weight = translate_weight if translate > 0 else 0.0
