@@ -3,12 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup train test test-slow test-all test-random lint format bench
+.PHONY: setup train test test-slow test-all test-random lint format bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,timm]'
+	$(PY) -m pip install --quiet -e '.[dev,timm,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 train: setup
 	$(PY) train.py fit --config configs/cifar10_compact.yaml $(ARGS)
 
-# Lint, then the default test suite (no slow tests; README "Tests" says how long it takes).
+# Lint, then the default test suite (no slow tests; docs/development.md says how long it takes).
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -42,7 +42,13 @@ format: setup
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Speed figures (README "Results"): Lightning vs a plain loop, and each training trick on vs off.
+# Speed figures (docs/results.md): Lightning vs a plain loop, and each training trick on vs off.
 bench: setup
 	$(PY) benchmarks/fit_overhead.py --steps 150 --warmup 20 --rounds 5
 	$(PY) benchmarks/callback_overhead.py
+
+# The docs site (docs/ + mkdocs.yml) into site/; --strict: a broken link, a missing anchor or API object, or a
+# docstring that documents a parameter the signature lacks fails the build. NO_MKDOCS_2_WARNING silences
+# mkdocs-material's notice about MkDocs 2.0 (an advert, not a warning about this site).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

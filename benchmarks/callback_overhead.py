@@ -59,7 +59,8 @@ def tta_ratio(dm: ImageDataModule, args: argparse.Namespace) -> tuple[float, flo
     model = make_model(args).to(args.device)
     model.configure_model()
     model.eval()
-    images = dm._train_full.images[dm._val_idx[: args.tta_batch]].to(args.device)
+    val = dm.split("val")
+    images = val.images[val.indices[: args.tta_batch]].to(args.device)
     x = dm.batch_transform(images, train=False)
     tta = TestTimeAugmentation(hflip=True, translate=2)
     assert len(tta.views) == 6

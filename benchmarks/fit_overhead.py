@@ -62,9 +62,9 @@ def plain_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=args.steps + 1)
     # on the device once, as ``load_data`` keeps them for Lightning's side (``data.device_resident``)
-    images = dm._train_full.images.to(args.device)
-    targets = dm._train_full.targets.to(args.device)
-    train_idx = dm._train_idx.to(args.device)
+    train = dm.split("train")
+    images, targets = train.images.to(args.device), train.targets.to(args.device)
+    train_idx = train.indices.to(args.device)
     augment = dm.batch_transform
     start = 0.0
     step = 0

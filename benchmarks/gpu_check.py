@@ -1,4 +1,4 @@
-"""GPU readiness, run on a CUDA machine: what the CPU test suite cannot show (README "GPU").
+"""GPU readiness, run on a CUDA machine: what the CPU test suite cannot show (docs/ddp-gpu.md).
 
 1. every ``trainer.precision`` mode: a short fit + test + predict with every trick on (EMA, MixUp/CutMix,
    FGSM, TTA), losses finite;

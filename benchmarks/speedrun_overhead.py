@@ -81,9 +81,9 @@ def plain_round(args: argparse.Namespace) -> float:
     model.train()
     optimizer = model.build_optimizer(batch_size=args.batch_size)
     scheduler = build_scheduler(model.scheduler_factory, optimizer, args.steps)
-    images = dm._train_full.images.to(args.device)
-    targets = dm._train_full.targets.to(args.device)
-    train_idx = dm._train_idx.to(args.device)
+    train = dm.split("train")
+    images, targets = train.images.to(args.device), train.targets.to(args.device)
+    train_idx = train.indices.to(args.device)
     average = None  # airbench's LookaheadState: float state, lerped toward the model, copied back
     start, step, epoch = 0.0, 0, 0
     while step < args.steps:

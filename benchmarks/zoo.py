@@ -2,7 +2,8 @@
 
 Throughput is forward + backward (no optimizer step) on random 32x32 images, in training mode, images per
 second, median over ``--steps`` timed steps after ``--warmup`` untimed ones. One process, whatever threads
-torch uses by default (``torch.get_num_threads()`` is printed). Prints a Markdown table for the README.
+torch uses by default (``torch.get_num_threads()`` is printed). Prints a Markdown table for
+docs/models.md.
 
     python benchmarks/zoo.py                       # every backbone, batch 128, channels_last
     python benchmarks/zoo.py --pattern "resnet*" --batch-size 64

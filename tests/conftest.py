@@ -14,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch
 from helpers import REAL_CIFAR10, make_imagefolder
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
+from lit_vision.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
 
 #: process-wide settings a test may change (Lightning's seed_everything exports PL_GLOBAL_SEED, the CLI sets
 #: the matmul precision on CUDA): each test starts from the same state, whatever ran before it
@@ -89,6 +88,4 @@ def tiny_cifar10_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cifar100_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ImageFolder copy of 'CIFAR-100': 100 classes, 3 train + 1 test image each."""
-    from lit_vision.data.cifar100_classes import CIFAR100_CLASSES
-
     return make_imagefolder(tmp_path_factory.mktemp("c100") / "data", CIFAR100_CLASSES, 3, 1)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lit_vision.data.cifar_classes import CIFAR10_CLASSES
 from lit_vision.data.synthetic import class_image, make_imagefolder
 
 __all__ = [
@@ -88,9 +89,8 @@ def make_torchvision_cifar10(root: Path, n_train: int = 50, n_test: int = 20, se
             pickle.dump(batch(per, i * per), f)
     with open(folder / "test_batch", "wb") as f:
         pickle.dump(batch(n_test, 0), f)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names}, f)
+        pickle.dump({"label_names": CIFAR10_CLASSES}, f)
     return root
 
 

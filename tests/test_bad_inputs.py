@@ -1,5 +1,5 @@
 """Bad inputs not covered in test_datamodule.py / test_cli.py / test_reliability.py: each one answered with
-a message that says what is wrong and where (README "Reliability" lists them all)."""
+a message that says what is wrong and where (docs/reliability.md lists them all)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_non_image_files_are_skipped_with_a_warning(tiny_folder: Path, tmp_path:
     dm = ImageDataModule("imagefolder", root, val_size=12, batch_size=8)
     with pytest.warns(UserWarning, match=r"Skipped 2 non-image file\(s\) in .*train"):
         dm.setup("fit")
-    assert len(dm._train_full) == 60  # every image still there
+    assert len(dm.split("train").images) == 60  # every image still there
 
 
 def test_labels_out_of_range_in_torchvision_files(tmp_path: Path, monkeypatch) -> None:

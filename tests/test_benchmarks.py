@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end and print their figures (tiny settings: the figures themselves are
-measured by hand, README "Speed"; a timed assertion would be noise on a shared machine)."""
+measured by hand, docs/results.md; a timed assertion would be noise on a shared machine)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -411,9 +412,23 @@ def test_readme_is_regenerated_between_markers_and_idempotent(tmp_path: Path) ->
     assert "stale table" not in once and "Before." in once and "After." in once
     assert "python -m lit_vision.compare configs/campaigns/demo.yaml" in once
     assert "| `ema` | 2 |" in once and "tie" in once
-    assert f"]({results.as_posix()}/demo/curves.png)" in once
+    assert "](results/demo/curves.png)" in once  # relative to the page's folder
     update_readme(readme, results)
     assert readme.read_text() == once  # twice changes nothing
+
+
+def test_plot_links_are_relative_to_the_page(tmp_path: Path) -> None:
+    """A page in docs/ links to ../results/NAME/, so the links resolve on disk, in a repository browser and
+    in the docs site (mkdocs.yml's hook serves results/ there)."""
+    _, results = readme_fixture(tmp_path)
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_text("<!-- results:demo -->\n<!-- /results:demo -->\n")
+    update_readme(page, results)
+    links = re.findall(r"\]\(([^)]+\.png)\)", page.read_text())
+    assert links == [f"../results/demo/{n}" for n in ("acc_vs_time.png", "acc_vs_params.png", "curves.png")]
+    update_readme(page, results, link_base=tmp_path)  # links relative to another folder on request
+    assert "](results/demo/curves.png)" in page.read_text()
 
 
 def test_readme_refuses_missing_markers_and_missing_results(tmp_path: Path) -> None:
@@ -432,12 +447,20 @@ def test_readme_refuses_missing_markers_and_missing_results(tmp_path: Path) -> N
     assert compare_main(["readme", "--readme", str(readme), "--results", str(results)]) == 1
 
 
-def test_the_readme_is_up_to_date_with_the_committed_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_results_page_is_up_to_date_with_the_committed_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What `python -m lit_vision.compare readme` would write is what README.md holds."""
-    readme = tmp_path / "README.md"
-    readme.write_text((ROOT / "README.md").read_text())
-    monkeypatch.chdir(ROOT)  # the command runs at the repository root; links are relative to it
-    update_readme(readme, Path("results"))
-    assert readme.read_text() == (ROOT / "README.md").read_text(), "run: python -m lit_vision.compare readme"
+    """What `python -m lit_vision.compare readme` (run at the repository root, no arguments) would write is
+    what docs/results.md holds: the command runs on a copy, beside the committed results/ and configs/
+    (campaign files name their configs relative to the root)."""
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "results.md"
+    page.write_text((ROOT / "docs" / "results.md").read_text())
+    for folder in ("results", "configs"):
+        (tmp_path / folder).symlink_to(ROOT / folder, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert compare_main(["readme"]) == 0
+    assert "docs/results.md: regenerated techniques, architectures" in capsys.readouterr().out
+    assert page.read_text() == (ROOT / "docs" / "results.md").read_text(), (
+        "run: python -m lit_vision.compare readme"
+    )

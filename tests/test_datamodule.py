@@ -27,7 +27,7 @@ def test_imagefolder_setup_and_metadata(tiny_folder: Path) -> None:
     d.prepare_data()
     d.setup("fit")
     assert d.layout == "imagefolder" and d.has_test_split
-    assert len(d._train_idx) == 48 and len(d._val_idx) == 12
+    assert len(d.split("train").indices) == 48 and len(d.split("val").indices) == 12
     x, y = next(iter(d.train_dataloader()))
     assert x.dtype == torch.uint8 and x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
 
@@ -38,10 +38,11 @@ def test_train_images_are_a_sample_of_every_class(tiny_folder: Path) -> None:
     d = dm(tiny_folder)
     d.setup("fit")
     images = d.train_images(9)
-    flat = d._train_full.images.flatten(1)
+    train = d.split("train")
+    flat = train.images.flatten(1)
     where = [int((flat == image.flatten()).all(1).nonzero()[0]) for image in images]
-    assert len(set(where)) == 9 and set(where) <= set(d._train_idx.tolist())
-    assert set(d._train_full.targets[where].tolist()) == {0, 1, 2}
+    assert len(set(where)) == 9 and set(where) <= set(train.indices.tolist())
+    assert set(train.targets[where].tolist()) == {0, 1, 2}
     assert torch.equal(d.train_images(9), images) and len(d.train_images()) == 48
 
 
@@ -49,19 +50,20 @@ def test_split_is_seeded_disjoint_and_complete(tiny_folder: Path) -> None:
     a, b, c = dm(tiny_folder, seed=1), dm(tiny_folder, seed=1), dm(tiny_folder, seed=2)
     for d in (a, b, c):
         d.setup("fit")
-    assert torch.equal(a._val_idx, b._val_idx) and torch.equal(a._train_idx, b._train_idx)
-    assert not torch.equal(a._val_idx, c._val_idx)
-    both = torch.cat([a._train_idx, a._val_idx]).sort().values
+    for name in ("train", "val"):
+        assert torch.equal(a.split(name).indices, b.split(name).indices)
+    assert not torch.equal(a.split("val").indices, c.split("val").indices)
+    both = torch.cat([a.split("train").indices, a.split("val").indices]).sort().values
     assert torch.equal(both, torch.arange(60))
     frac = dm(tiny_folder, val_size=0.25)
     frac.setup("fit")
-    assert len(frac._val_idx) == 15
+    assert len(frac.split("val").indices) == 15
 
 
 def test_mean_std_match_direct_computation(tiny_folder: Path) -> None:
     d = dm(tiny_folder)
     d.setup("fit")
-    imgs = d._train_full.images[d._train_idx].double() / 255
+    imgs = d.split("train").images[d.split("train").indices].double() / 255
     torch.testing.assert_close(
         torch.tensor(d.mean, dtype=torch.float64), imgs.mean((0, 2, 3)), rtol=1e-6, atol=1e-6
     )
@@ -107,8 +109,8 @@ def test_decode_cache_reused_and_invalidated(tiny_folder: Path, tmp_path: Path, 
     d = dm(root)
     d.setup("fit")
     assert calls["n"] == 78 + 60  # train split decoded again, test split still cached
-    pos = d._train_full.paths.index(os.path.join("class_01", "0003.png"))
-    assert int(d._train_full.images[pos].sum()) == 0  # new content, not the stale cache
+    pos = d.split("train").paths.index(os.path.join("class_01", "0003.png"))
+    assert int(d.split("train").images[pos].sum()) == 0  # new content, not the stale cache
 
 
 def test_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
@@ -123,7 +125,7 @@ def test_torchvision_layout(tmp_path: Path, monkeypatch) -> None:
     d.prepare_data()  # must not try to download: the files are there
     d.setup("fit")
     assert d.classes[0] == "airplane" and d.num_classes == 10
-    assert len(d._train_idx) == 40
+    assert len(d.split("train").indices) == 40
     assert len(torch.cat([y for _, y in d.test_dataloader()])) == 20
 
 
@@ -210,7 +212,7 @@ def test_mixed_sizes_need_image_size(tmp_path: Path) -> None:
         dm(root, val_size=2, batch_size=2).setup("fit")
     d = dm(root, val_size=2, batch_size=2, image_size=24)
     d.setup("fit")
-    assert d._train_full.images.shape[1:] == (3, 24, 24)
+    assert d.split("train").images.shape[1:] == (3, 24, 24)
 
 
 def test_any_image_mode_becomes_rgb(tmp_path: Path) -> None:
@@ -252,7 +254,7 @@ def test_albumentations_path(tiny_folder: Path) -> None:
     ds = d.train_dataloader().dataset
     x, _ = ds.__getitems__([0, 1])
     assert x.dtype == torch.uint8 and x.shape == (2, 3, 32, 32)
-    raw = d._train_full.images[ds.indices[:2]]
+    raw = d.split("train").images[ds.indices[:2]]
     assert not torch.equal(x, raw)  # augmented
     assert int((x == 0).all(1).flatten(1).sum(1).min()) >= 64  # one 8x8 hole (zeros) per image
     with pytest.raises(ValueError, match="Did you mean: HorizontalFlip"):
@@ -268,18 +270,12 @@ def test_albumentations_in_workers(tiny_folder: Path) -> None:
     assert len(batches) == 6 and all(b[0].dtype == torch.uint8 for b in batches)
 
 
-def test_the_former_name_still_imports() -> None:
-    from lit_vision.data import CIFARDataModule
-
-    assert CIFARDataModule is ImageDataModule
-
-
 def test_prediction_inputs_download_without_a_datamodule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``predict.py cifar10:test`` downloads through the sources module; no datamodule is built for it."""
     from lit_vision.data import files
-    from lit_vision.data.datamodule import CIFAR10_CLASSES
+    from lit_vision.data.cifar_classes import CIFAR10_CLASSES
 
     downloads: list[str] = []
 

@@ -58,11 +58,14 @@ def test_shards_cover_every_sample_once(tiny_folder: Path, world_size: int) -> N
         shards["test"].append(sample_ids(dm.test_dataloader()))
     train_all = [i for shard in shards["train"] for i in shard]
     assert len(set(train_all)) == len(train_all), "a training sample went to two ranks"
-    n_train = len(dm._train_idx)
+    n_train = len(dm.split("train").indices)
     per_rank = n_train // world_size // 2 * 2  # drop_last in the sampler, then in the batch sampler
     assert all(len(shard) == per_rank for shard in shards["train"])
-    assert set(train_all) <= set(dm._train_idx.tolist())
-    for split, expected in (("val", dm._val_idx.tolist()), ("test", list(range(len(dm._test))))):
+    assert set(train_all) <= set(dm.split("train").indices.tolist())
+    for split, expected in (
+        ("val", dm.split("val").indices.tolist()),
+        ("test", list(range(len(dm.split("test").images)))),
+    ):
         merged = sorted(i for shard in shards[split] for i in shard)
         assert merged == sorted(expected), f"{split}: every sample exactly once across ranks"
 
@@ -78,7 +81,7 @@ def test_single_process_order_is_a_function_of_the_epoch(tiny_folder: Path) -> N
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
         orders.append(sample_ids(loader))
-    assert sorted(orders[0]) == sorted(dm._train_idx.tolist())  # 48 images, 12 full batches
+    assert sorted(orders[0]) == sorted(dm.split("train").indices.tolist())  # 48 images, 12 full batches
     assert orders[0] == orders[1] != orders[2]
     assert isinstance(dm.val_dataloader().sampler, torch.utils.data.SequentialSampler)
 
@@ -268,7 +271,7 @@ def test_ddp_error_on_one_rank_exits_without_hanging(tmp_path: Path) -> None:
 def test_ddp_sigterm_saves_the_interrupt_checkpoint(tmp_path: Path) -> None:
     """A DDP run that Lightning stops for a SIGTERM raises SIGTERMException on every rank at the same step;
     the collective save then runs on all of them, and interrupted.ckpt holds that step (the signal delivery
-    itself is Lightning's and is not re-tested here: see the README, "Interrupted runs under DDP")."""
+    itself is Lightning's and is not re-tested here: see docs/ddp-gpu.md)."""
     data = make_imagefolder(tmp_path / "data", 3, n_train=12, n_test=None)
     stop = [{"class_path": "helpers.StopAt", "init_args": {"step": 3, "how": "sigterm_raised"}}]
     args = [

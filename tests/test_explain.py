@@ -97,8 +97,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 #: each method's share of its hottest pixels on the signal must reach this: a little below what it
-#: measures on the seeded toy model (README, "python -m lit_vision.explain"), so a regression that moves
-#: the heat off the signal fails, not only one that falls to twice chance (0.28)
+#: measures on the seeded toy model (docs/inference.md, "python -m lit_vision.explain"), so a regression
+#: that moves the heat off the signal fails, not only one that falls to twice chance (0.28)
 FLOORS = {"gradcam": 0.8, "gradcam++": 0.8, "cam": 0.8, "occlusion": 0.6, "saliency": 0.33}
 
 
@@ -117,7 +117,7 @@ def test_heatmap_mass_concentrates_on_the_signal(toy_model: ImageClassifier, met
     hottest = maps.flatten(1).topk(int(region.sum()), dim=1).indices  # (16, 144)
     hit_rate = float(region.flatten()[hottest].float().mean())
     chance = float(region.float().mean())
-    # the README quotes these figures (`pytest tests/test_explain.py -k concentrates -rP`)
+    # docs/inference.md quotes these figures (`pytest tests/test_explain.py -k concentrates -rP`)
     print(f"{method}: {hit_rate:.2f} of the hottest pixels on the signal (chance {chance:.2f})")
     assert hit_rate >= FLOORS[method], f"{method}: {hit_rate:.2f} of the hottest pixels on the signal"
 

@@ -60,8 +60,8 @@ NONDETERMINISTIC_ON_CUDA = {
     "upsample_bilinear",
     "grid_sample",
 }
-#: documented in the README: GapAwareNet's STN (grid_sample), multi-scale pooling and segmentation head
-#: (bilinear) have no deterministic CUDA backward; use trainer.deterministic: warn with it
+#: documented in docs/reliability.md: GapAwareNet's STN (grid_sample), multi-scale pooling and
+#: segmentation head (bilinear) have no deterministic CUDA backward; use trainer.deterministic: warn with it
 NONDETERMINISTIC_BACKBONES = {"gapawarenet"}
 
 
@@ -72,7 +72,7 @@ def test_training_forward_uses_deterministic_kernels(name: str) -> None:
         model(torch.randn(2, 3, 32, 32)).sum().backward()
     used = calls.names & NONDETERMINISTIC_ON_CUDA
     if name in NONDETERMINISTIC_BACKBONES:
-        assert used, f"{name} is documented as non-deterministic on CUDA: update the README and this list"
+        assert used, f"{name} is documented as non-deterministic on CUDA: update docs/reliability.md and this"
     else:
         assert not used, f"{name} calls {sorted(used)}: no deterministic CUDA backward"
 

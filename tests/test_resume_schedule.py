@@ -1,7 +1,7 @@
 """Resuming into a run of another length: refused by default, `extend` and `restart` on request.
 
 Through the CLI on tiny data; the LR of every optimizer step comes from `metrics.csv` (the CLI's default
-LearningRateMonitor) and is compared with the schedule the README documents, built here with torch.
+LearningRateMonitor) and is compared with the schedule docs/reliability.md documents, built here with torch.
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ def test_val_size_zero_trains_on_everything_and_keeps_test_and_predict(
               "--data.batch_size=8", f"--trainer.logger.init_args.save_dir={tmp_path}", *QUIET]  # fmt: skip
     cli = main(["fit", *common, "--trainer.max_epochs=2"])
     dm = cli.datamodule
-    assert len(dm._train_idx) == 60 and len(dm._val_idx) == 0
+    assert len(dm.split("train").indices) == 60 and len(dm.split("val").indices) == 0
     assert cli.trainer.global_step == 2 * (60 // 8)
     assert "val/acc" not in cli.trainer.callback_metrics
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"

@@ -18,7 +18,8 @@ from test_distributed import DDP_CPU, QUIET, read_ranks, run_train
 
 from lit_vision.cli import main
 from lit_vision.data import DatasetError, ImageDataModule
-from lit_vision.data.shards import INCOMPLETE_MARKER, convert
+from lit_vision.data.shard_format import INCOMPLETE_MARKER
+from lit_vision.data.shards import convert
 from lit_vision.data.splits import seeded_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +66,11 @@ def test_conversion_round_trip_matches_the_memory_decode(converted, tmp_path: Pa
     ordered_train = ShardDataset(streaming._store, "train", None, return_index=True)
     images, labels, index = (torch.stack(t) for t in zip(*(ordered_train[i] for i in range(44)), strict=True))
     # stored in the seeded training order, not class by class: the memory split's images, shuffled
-    assert torch.equal(index.sort().values, memory._train_idx) and not torch.equal(index, memory._train_idx)
-    assert torch.equal(images, memory._train_full.images[index])
-    assert torch.equal(labels, memory._train_full.targets[index])
+    assert torch.equal(index.sort().values, memory.split("train").indices) and not torch.equal(
+        index, memory.split("train").indices
+    )
+    assert torch.equal(images, memory.split("train").images[index])
+    assert torch.equal(labels, memory.split("train").targets[index])
     assert torch.equal(streaming.train_images(5), memory.train_images(5))
 
     for split in ("val", "test"):

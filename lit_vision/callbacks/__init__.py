@@ -12,7 +12,7 @@ from lit_vision.callbacks.early_stopping import EarlyStopping
 from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
-from lit_vision.callbacks.prediction_writer import CSVPredictionWriter, PredictionWriter
+from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.callbacks.throughput import EpochThroughput
 from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
 from lit_vision.callbacks.wandb_media import WandbMediaLogger
@@ -21,7 +21,6 @@ __all__ = [
     "EMA",
     "FGSM",
     "AtomicCheckpointIO",
-    "CSVPredictionWriter",
     "CheckpointWriteError",
     "EarlyStopping",
     "EpochThroughput",

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from lit_vision.errors import ConfigError
 
-__all__ = ["CSVPredictionWriter", "PredictionWriter"]
+__all__ = ["PredictionWriter"]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -237,7 +237,3 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._close()
-
-
-#: the former name of the CLI's writer (kept so configs that name it keep working)
-CSVPredictionWriter = PredictionWriter

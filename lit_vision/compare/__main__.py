@@ -1,11 +1,12 @@
-"""``python -m lit_vision.compare``: train and rank configurations; keep the README's tables true.
+"""``python -m lit_vision.compare``: train and rank configurations; keep the docs' result tables true.
 
     python -m lit_vision.compare configs/campaigns/techniques.yaml            # run (or resume) a campaign
     python -m lit_vision.compare configs/campaigns/techniques.yaml --seeds 1 --max-epochs 2   # flags win
     python -m lit_vision.compare --name quick --preset techniques --base configs/cifar10_compact.yaml \\
         --techniques ema mixing --max-epochs 3                               # no campaign file
     python -m lit_vision.compare summarize techniques                       # summary.md + plots again
-    python -m lit_vision.compare readme                                     # README tables from results/
+    python -m lit_vision.compare readme                                     # docs/results.md from results/
+    python -m lit_vision.compare readme techniques --readme other.md        # one block, another page
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lit_vision.compare.campaign import PRESETS, Campaign, CampaignError
-from lit_vision.compare.readme import ReadmeError, update_readme
+from lit_vision.compare.readme import DEFAULT_PAGE, ReadmeError, update_readme
 from lit_vision.compare.runner import cell_command, run_campaign
 from lit_vision.compare.summary import write_report
 
@@ -102,11 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["readme"]:
             p = argparse.ArgumentParser(
                 prog="python -m lit_vision.compare readme",
-                description="Regenerate README blocks between result markers.",
+                description="Regenerate the result tables between '<!-- results:NAME -->' and "
+                "'<!-- /results:NAME -->' lines of a Markdown page from results/NAME/ (the docs site's "
+                f"results page, {DEFAULT_PAGE}, by default). Run it from the repository root.",
             )
             p.add_argument("names", nargs="*", help="campaigns to regenerate (default: every marker)")
-            p.add_argument("--readme", type=Path, default=Path("README.md"))
-            p.add_argument("--results", type=Path, default=Path("results"))
+            p.add_argument(
+                "--readme",
+                type=Path,
+                default=DEFAULT_PAGE,
+                metavar="PATH",
+                help=f"the Markdown page with the markers (default: {DEFAULT_PAGE})",
+            )
+            p.add_argument(
+                "--results", type=Path, default=Path("results"), help="results root (default: results)"
+            )
             args = p.parse_args(argv[1:])
             written = update_readme(args.readme, args.results, args.names or None)
             print(f"{args.readme}: regenerated {', '.join(written)}")

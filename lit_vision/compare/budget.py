@@ -31,7 +31,7 @@ SAFETY = 0.9
 #: untimed steps first (kernel selection, allocator growth, thread-pool start)
 WARMUP_STEPS = 2
 #: then timed steps until both minimums are met: on a shared machine a slow moment of a few seconds
-#: dominates a handful of steps, and a plan made from it leaves much of the budget unused (README,
+#: dominates a handful of steps, and a plan made from it leaves much of the budget unused (docs/results.md,
 #: "Activations"); the median of a longer window is robust to such a moment
 MIN_TIMED_STEPS = 10
 MIN_TIMED_S = 15.0

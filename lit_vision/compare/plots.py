@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers or in CI
 import matplotlib.pyplot as plt
 
-from lit_vision.compare.summary import aggregate
+from lit_vision.compare.stats import aggregate
 
 __all__ = ["write_plots"]
 

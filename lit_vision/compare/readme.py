@@ -1,12 +1,17 @@
-"""Keep the README's result tables true: regenerate what stands between ``<!-- results:NAME -->`` and
+"""Keep the documented result tables true: regenerate what stands between ``<!-- results:NAME -->`` and
 ``<!-- /results:NAME -->`` from ``results/NAME/``.
 
+The tables live in the docs site's results page, ``docs/results.md`` (``DEFAULT_PAGE``, what
+``python -m lit_vision.compare readme`` writes); any Markdown file with markers works (``--readme PATH``).
 The generated block is a function of the committed result files alone (no dates, no machine state), so
-running the command twice changes nothing, and a diff of README.md shows exactly which numbers moved.
+running the command twice changes nothing, and a diff of the page shows exactly which numbers moved. Links
+to the plots are relative to the page's folder, so they resolve wherever the page is (``../results/NAME/``
+from ``docs/``, ``results/NAME/`` from the repository root).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +19,10 @@ from lit_vision.compare.campaign import Campaign, CampaignError
 from lit_vision.compare.results import read_rows
 from lit_vision.compare.summary import render_tables
 
-__all__ = ["ReadmeError", "render_block", "update_readme"]
+__all__ = ["DEFAULT_PAGE", "ReadmeError", "render_block", "update_readme"]
+
+#: The page the generated tables live in (relative to the repository root, where the command runs).
+DEFAULT_PAGE = Path("docs/results.md")
 
 # A marker is a line of its own: the same text inside a sentence or a code span is documentation.
 _OPEN = re.compile(r"^<!-- results:([A-Za-z0-9_.-]+) -->[ \t]*$", re.MULTILINE)
@@ -29,7 +37,15 @@ class ReadmeError(ValueError):
     """A marker without its partner, or a marker whose campaign has no results."""
 
 
-def render_block(results_dir: Path, name: str) -> str:
+def render_block(results_dir: Path, name: str, link_base: Path | None = None) -> str:
+    """The Markdown of one campaign's block: the command that reproduces it, the device, the tables.
+
+    Args:
+        results_dir: the results root (``results``), holding ``NAME/results.csv``.
+        name: the campaign.
+        link_base: the folder the plot links are relative to (the page's folder); ``None``: links start
+            with ``results_dir`` as given.
+    """
     out = results_dir / name
     rows = read_rows(out / "results.csv")
     if not rows:
@@ -53,14 +69,31 @@ def render_block(results_dir: Path, name: str) -> str:
     devices = sorted({r["device"] for r in rows if r.get("device")})
     if devices:
         lines.append(f"Device: {'; '.join(devices)}.\n")
-    lines.append(render_tables(rows, campaign, link_prefix=f"{out.as_posix()}/"))
+    prefix = out.as_posix() if link_base is None else Path(os.path.relpath(out, link_base)).as_posix()
+    lines.append(render_tables(rows, campaign, link_prefix=f"{prefix}/"))
     return "\n".join(lines).rstrip() + "\n"
 
 
-def update_readme(readme: Path, results_dir: Path, names: list[str] | None = None) -> list[str]:
-    """Regenerate the marked blocks (all of them, or those of ``names``); returns the names written."""
+def update_readme(
+    readme: Path, results_dir: Path, names: list[str] | None = None, link_base: Path | None = None
+) -> list[str]:
+    """Regenerate the marked blocks of a Markdown page (all of them, or those of ``names``).
+
+    Args:
+        readme: the page with the markers (``docs/results.md`` by default on the command line).
+        results_dir: the results root (``results``).
+        names: campaigns to regenerate; ``None``: every marker of the page.
+        link_base: the folder the plot links are relative to; ``None``: the page's own folder.
+
+    Returns:
+        The names of the blocks written.
+
+    Raises:
+        ReadmeError: no page, a marker without its partner, a name without markers, or no results.
+    """
     if not readme.is_file():
-        raise ReadmeError(f"No README at {readme}.")
+        raise ReadmeError(f"No page at {readme}.")
+    link_base = readme.parent if link_base is None else link_base
     text = readme.read_text()
     found = _OPEN.findall(text)
     for name in found:
@@ -84,6 +117,6 @@ def update_readme(readme: Path, results_dir: Path, names: list[str] | None = Non
         end = _marker_lines(text, close_tag)[0]
         if end < start:
             raise ReadmeError(f"{readme}: '{close_tag}' comes before '{open_tag}'.")
-        text = text[:start] + "\n" + render_block(results_dir, name) + text[end:]
+        text = text[:start] + "\n" + render_block(results_dir, name, link_base) + text[end:]
     readme.write_text(text)
     return wanted

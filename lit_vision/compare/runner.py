@@ -311,7 +311,7 @@ def run_campaign(
     """Run every (cell, seed) that has no row yet; returns ``results/<campaign>``.
 
     ``gpus``: GPU indices to run on, one cell per GPU at a time; ``None`` or empty: one cell at a time on
-    the CPU. ``command``: how the campaign was started, recorded for the README.
+    the CPU. ``command``: how the campaign was started, recorded for docs/results.md.
     """
     from lit_vision.compare.summary import write_report
 

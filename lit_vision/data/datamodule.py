@@ -1,8 +1,6 @@
 """``ImageDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory, or streamed
 from litdata shards (``backend: streaming``) when it does not fit.
 
-``CIFARDataModule`` is its former name, kept as an alias so existing imports and configs keep working.
-
 Data flow: images are decoded once to a uint8 tensor (N, 3, H, W) (cached on disk for ImageFolder trees),
 loaders yield uint8 batches, and ``on_after_batch_transfer`` turns them into normalized float batches on the
 device, with batched random crop / flip / Cutout during training. The alternative ``augment:
@@ -19,7 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -30,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from lit_vision.data.albumentations_pipeline import worker_init_fn
 from lit_vision.data.augmentation import build_batch_augment, build_sample_transform
+from lit_vision.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
 from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
 from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler, make_sampler
 from lit_vision.data.sources import (
@@ -48,9 +47,8 @@ from lit_vision.data.transforms import BatchAugment
 from lit_vision.errors import ConfigError
 from lit_vision.seeding import run_seed
 
-__all__ = ["CIFARDataModule", "ImageDataModule"]
+__all__ = ["ImageDataModule", "SplitTensors"]
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 #: the choices of the Literal arguments: the CLI refuses others itself, Python callers get the same message
 _CHOICES: dict[str, tuple[str | None, ...]] = {
@@ -124,6 +122,15 @@ def _check_val_size(val_size: int | float) -> None:
             f"--data.val_size {val_size} is a float >= 1: write a count of images as {count}, or a fraction "
             "of the train split below 1 (--data.val_size 0.1)."
         )
+
+
+class SplitTensors(NamedTuple):
+    """A split of the memory back-end: the source file's decoded tensors and the split's positions in them."""
+
+    images: Tensor  # uint8 (N, 3, H, W), every image of the file the split is drawn from
+    targets: Tensor  # int64 (N,)
+    indices: Tensor  # int64 (n,), the split's images: images[indices]
+    paths: list[str]  # source of each of the N images (relative to its split's folder, or dataset:split:i)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -286,8 +293,6 @@ class ImageDataModule(L.LightningDataModule):
         if self.dataset == "cifar10":
             return list(CIFAR10_CLASSES)
         if self.dataset == "cifar100":
-            from lit_vision.data.cifar100_classes import CIFAR100_CLASSES
-
             return list(CIFAR100_CLASSES)
         raise DatasetError(
             f"No ImageFolder tree at {self.data_dir}.\n{layouts_help(self.dataset, self.data_dir)}"
@@ -334,6 +339,24 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError("train_images() needs setup('fit') first.")
         order = training_order(len(self._train_full), self.val_size, self.seed, where=str(self.data_dir))
         return self._train_full.images[order[:count]]
+
+    def split(self, name: Literal["train", "val", "test"]) -> SplitTensors:
+        """The decoded images of split ``name`` (memory back-end, after ``setup``), as the loaders index them:
+        ``images`` (N, 3, H, W) uint8 and ``targets`` (N,) int64 of the file the split comes from (train and
+        val share the train file) and ``indices``, the split's positions in them. What benchmarks that time a
+        plain loop against Lightning feed the plain side with."""
+        if self._store is not None:
+            raise RuntimeError("split() reads the decoded tensors of backend: memory; streaming holds none.")
+        if self._train_full is None or self._train_idx is None or self._val_idx is None:
+            raise RuntimeError("split() needs setup() first.")
+        if name == "test":
+            if self._test is None:
+                raise DatasetError(f"{self.data_dir} has no test split.")
+            test = self._test
+            return SplitTensors(test.images, test.targets, torch.arange(len(test)), test.paths)
+        indices = {"train": self._train_idx, "val": self._val_idx}[name]
+        full = self._train_full
+        return SplitTensors(full.images, full.targets, indices, full.paths)
 
     @property
     def has_test_split(self) -> bool:
@@ -634,7 +657,3 @@ class ImageDataModule(L.LightningDataModule):
                 f"val_size={state_dict.get('val_size')}; now: seed={self.seed}, val_size={self.val_size}).",
                 stacklevel=2,
             )
-
-
-#: the former name (the class serves any image folder, not only CIFAR), kept so imports and configs work
-CIFARDataModule = ImageDataModule

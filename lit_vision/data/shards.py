@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lit_vision.data.shard_format import INCOMPLETE_MARKER, META_FILE, SHARD_FORMAT
 from lit_vision.data.sources import (
     DatasetError,
     DecodedSplit,
@@ -54,14 +55,7 @@ from lit_vision.data.sources import (
 )
 from lit_vision.data.splits import channel_moments, seeded_split, training_order
 
-__all__ = ["META_FILE", "SHARD_FORMAT", "convert", "main"]
-
-META_FILE = "meta.json"
-INCOMPLETE_MARKER = ".lit_vision-shards-incomplete"  # present from the first byte written to meta.json
-SHARD_FORMAT = 2  # bump when the item layout, the items' order or meta.json changes (2: train shuffled)
-#: litdata's data_format of one item: (image bytes, label, source index). Readers refuse anything else, so a
-#: shard folder that declares pickled items (litdata's fallback serializer) is never unpickled.
-ITEM_FORMAT = ["bytes", "int", "int"]
+__all__ = ["convert", "main"]
 
 
 class _EncodeItem:

@@ -17,7 +17,6 @@ from lit_vision.data.sources import DatasetError, cached_json, write_json
 
 __all__ = ["channel_moments", "channel_stats", "seeded_split", "training_order"]
 
-Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
 # 16 Mi values: two float64 copies of 128 MiB each per pass (CIFAR: 5,461 images, 128 px: 341)
 _MOMENT_CHUNK_PIXELS = 1 << 24
 
@@ -59,7 +58,9 @@ def training_order(n: int, val_size: int | float, seed: int, where: str = "the d
     return perm[n_val:]
 
 
-def channel_stats(images: Tensor, indices: Tensor, cache_dir: Path, key: object) -> Stats:
+def channel_stats(
+    images: Tensor, indices: Tensor, cache_dir: Path, key: object
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Per-channel mean and std in [0, 1] units of ``images[indices]`` (uint8, (N, 3, H, W)), cached in
     ``cache_dir`` by the indices, a sample of the pixels and ``key`` (what names the dataset)."""
     digest = hashlib.sha1(indices.numpy().tobytes())

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lit_vision.data.shards import INCOMPLETE_MARKER, ITEM_FORMAT, META_FILE, SHARD_FORMAT
+from lit_vision.data.shard_format import INCOMPLETE_MARKER, ITEM_FORMAT, META_FILE, SHARD_FORMAT
 from lit_vision.data.sources import DatasetError, decode_image
 
 # litdata asks PyPI for a newer version of itself in optimize(); on an offline cluster node that request

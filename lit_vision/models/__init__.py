@@ -18,7 +18,7 @@ from lit_vision.models.backbone import Backbone
 from lit_vision.models.classifier import ImageClassifier, ScheduleChangeError
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.optimizers import DecoupledSGD
-from lit_vision.models.registry import create_backbone, is_backbone, list_backbones, register_backbone
+from lit_vision.models.registry import create_backbone, list_backbones, register_backbone
 from lit_vision.models.schedulers import TriangleLR, WarmupCosineLR
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "TriangleLR",
     "WarmupCosineLR",
     "create_backbone",
-    "is_backbone",
     "list_backbones",
     "register_backbone",
 ]

@@ -22,7 +22,6 @@ from lit_vision.errors import ConfigError
 
 __all__ = [
     "create_backbone",
-    "is_backbone",
     "list_backbones",
     "register_backbone",
     "register_variant",
@@ -31,7 +30,6 @@ __all__ = [
 BackboneFn = TypeVar("BackboneFn", bound=Callable[..., nn.Module])
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
-_EXTERNAL_PREFIXES = ("torchvision/", "timm/")
 
 
 def register_backbone(fn: BackboneFn | None = None, *, name: str | None = None) -> Any:
@@ -69,11 +67,6 @@ def register_variant(
 def list_backbones(pattern: str = "*") -> list[str]:
     """Sorted names of the registered backbones matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""
     return sorted(n for n in _BACKBONES if fnmatch.fnmatchcase(n, pattern))
-
-
-def is_backbone(name: str) -> bool:
-    """Whether ``name`` is a registered backbone or an external ``torchvision/``/``timm/`` name."""
-    return name in _BACKBONES or name.startswith(_EXTERNAL_PREFIXES)
 
 
 def create_backbone(name: str, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -52,7 +52,7 @@ class TestTimeViews:
             of every untranslated view); 0: no translated views.
         translate_weight: total weight of the translated views (the untranslated ones share the rest).
         max_batch: most images per forward pass (views x batch is chunked to this): small chunks keep
-            activations in CPU caches (README, Results, the speed table's TTA row); raise it on GPU.
+            activations in CPU caches (docs/results.md, the speed table's TTA row); raise it on GPU.
         average: what is averaged over the views: ``probs`` (softmax probabilities; the result is their
             log) or ``logits`` (airbench's TTA).
     """

@@ -1,8 +1,12 @@
-"""CIFAR-100 fine label names in label order (as in the dataset's ``meta`` file).
+"""CIFAR-10 and CIFAR-100 (fine) label names in label order (as in the datasets' ``meta`` files).
 
 Known before the dataset is downloaded, so ``num_classes``/``classes`` can be linked into the model at
 instantiation time.
 """
+
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES"]
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 CIFAR100_CLASSES = [
     "apple",
