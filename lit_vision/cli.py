@@ -40,7 +40,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins import LayerSync
@@ -68,7 +68,7 @@ from lit_vision.callbacks import (
 from lit_vision.console import quiet_lightning, use_model_summary
 from lit_vision.data import DatasetError, ImageDataModule
 from lit_vision.errors import ConfigError
-from lit_vision.lightning_workarounds import parse_checkpoint_hparams_as_defaults
+from lit_vision.lightning_workarounds import LightningCLIHooks
 from lit_vision.loggers import CSVLogger, WandbLogger, WandbRunId
 from lit_vision.models import ImageClassifier, ScheduleChangeError
 from lit_vision.models.checkpoints import CheckpointError, read_checkpoint
@@ -124,7 +124,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
                 logger.experiment.config.update(config, allow_val_change=True)
 
 
-class LitVisionCLI(LightningCLI):
+class LitVisionCLI(LightningCLIHooks):
     """LightningCLI with the project's links and default callbacks."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -203,8 +203,9 @@ class LitVisionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # Unset optional trick keys are None: drop them instead of handing None to the Trainer.
-        config = self._get(self.config_init, "trainer", default={})
-        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = self.config_value(self.config_init, "trainer", default={})
+        keys = self.subcommand_parser(self.subcommand).callback_keys
+        extra = [self.config_value(self.config_init, key) for key in keys]
         extra = [c for c in extra if c is not None]
         if config.get("logger") is False:  # the LR monitor refuses to run without a logger
             extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
@@ -216,7 +217,7 @@ class LitVisionCLI(LightningCLI):
             # A logger without a folder of its own writes under the trainer's root dir, as Lightning's
             # default logger would (the CLI's configured CSVLogger would otherwise keep ./runs).
             config["logger"] = logger = _under_root(logger, root)
-        wandb = self._get(self.config_init, "wandb")
+        wandb = self.config_value(self.config_init, "wandb")
         if wandb is not None:
             loggers = (
                 [*logger] if isinstance(logger, list) else [logger] if isinstance(logger, Logger) else []
@@ -247,7 +248,7 @@ class LitVisionCLI(LightningCLI):
             # every checkpoint write (best, last, interrupted) goes to <file>.tmp, then is renamed over
             # <file>; sharded strategies write directories with their own IO and are left alone
             config["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return self._instantiate_trainer(config, extra)
+        return self.build_trainer(config, extra)
 
     # ------------------------------------------------------------------ --ckpt_path last
     def _resolve_last_checkpoint(self) -> None:
@@ -283,24 +284,19 @@ class LitVisionCLI(LightningCLI):
         rank_zero_info(f"--ckpt_path last: resuming from {newest}")
         config["ckpt_path"] = os.fspath(newest)
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyperparameters while parsing (a private step with no public
-        # hook): check the file first so a broken or untrusted one gets the same message as below.
-        subcommand = self.config.get("subcommand")
-        config = self.config.get(subcommand) if subcommand else None
-        if config is None or not self._check_checkpoint(config):
-            return
+    def check_ckpt_path(self, config: Any) -> bool:
+        # LightningCLI reads --ckpt_path's hyperparameters while parsing (as defaults under the user's
+        # values, lightning_workarounds): check the file first so a broken or untrusted one gets the same
+        # message as below.
+        return bool(self._check_checkpoint(config))
+
+    def merge_ckpt_hparams(self) -> None:
         try:
-            # the checkpoint's hyperparameters as defaults under the user's values (Lightning #20801)
-            parse_checkpoint_hparams_as_defaults(self, self._parsed_args)
+            super().merge_ckpt_hparams()
         except pickle.UnpicklingError:  # trusted by --weights_only false: train with the config's hparams
             rank_zero_warn(
                 "--ckpt_path holds pickled objects: its hyperparameters are not merged into the config."
             )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        self._parsed_args = args  # parsed again once a --ckpt_path's hyperparameters are known
-        super().parse_arguments(parser, args)
 
     def _check_checkpoint(self, config: Any = None) -> dict[str, str | None] | None:
         """A ``--ckpt_path`` that is missing, truncated, not a Lightning checkpoint, or that needs full

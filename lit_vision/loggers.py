@@ -25,6 +25,8 @@ from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from lit_vision.lightning_workarounds import set_wandb_init
+
 __all__ = ["CSVLogger", "WandbLogger", "WandbRunId", "wandb_online_possible"]
 
 
@@ -150,24 +152,16 @@ class WandbLogger(_LightningWandbLogger):
             name=name, save_dir=save_dir, project=project, offline=offline, log_model=log_model, **kwargs
         )
 
-    # The two methods below set wandb.init's arguments after construction, which Lightning's WandbLogger
-    # has no public way to do: they write its ``_wandb_init``/``_save_dir``/``_id``, and only before the
-    # run exists. This is the one place lit_vision touches the logger's private state.
+    # The two methods below set wandb.init's arguments after construction, before the run exists, which
+    # Lightning's WandbLogger has no public way to do (lightning_workarounds.set_wandb_init).
     def place_under(self, save_dir: str) -> None:
         """Write the local run under ``save_dir/wandb`` (when no ``save_dir`` was given)."""
-        self._require_no_run("place_under")
         os.makedirs(save_dir, exist_ok=True)
-        self._wandb_init["dir"] = self._save_dir = os.fspath(save_dir)
+        set_wandb_init(self, dir=os.fspath(save_dir))
 
     def resume_run(self, run_id: str) -> None:
         """Log to the existing W&B run ``run_id`` (``wandb.init(id=..., resume="allow")``)."""
-        self._require_no_run("resume_run")
-        self._wandb_init["id"] = self._id = run_id
-        self._wandb_init["resume"] = "allow"
-
-    def _require_no_run(self, what: str) -> None:
-        if self._experiment is not None:
-            raise RuntimeError(f"WandbLogger.{what} must be called before the W&B run starts.")
+        set_wandb_init(self, id=run_id, resume="allow")
 
 
 class WandbRunId(Callback):

@@ -189,7 +189,7 @@ def test_resumed_fit_ends_with_same_weights(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     for a, b in zip(float_tensors(t1.lightning_module), float_tensors(t3.lightning_module), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    assert resumed._latest_update_step == straight._latest_update_step == 16
+    assert resumed.latest_update_step == straight.latest_update_step == 16
 
 
 def test_cli_checkpoints_hold_the_average_and_test_and_predict_use_it(

@@ -10,7 +10,7 @@ import inspect
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
@@ -40,6 +40,35 @@ def test_weight_averaging_privates() -> None:
         "epoch_idx",
     ]
     assert set(callback.state_dict()) == {"latest_update_step"}  # EMA.state_dict extends it
+    # EMAWeightAveragingState.swap_models replaces _swap_models, which Lightning calls around validation
+    assert list(inspect.signature(EMAWeightAveraging._swap_models).parameters) == ["self", "pl_module"]
+    for hook in (WeightAveraging.on_validation_epoch_start, WeightAveraging.on_validation_epoch_end):
+        assert "self._swap_models(pl_module)" in inspect.getsource(hook)
+
+
+def test_the_workarounds_reach_lightnings_state_through_their_public_names() -> None:
+    """lit_vision.lightning_workarounds' accessors read the members pinned above, not copies."""
+    import lightning as L
+
+    from lit_vision.lightning_workarounds import (
+        EMAWeightAveragingState,
+        attached_trainer,
+        set_wandb_init,
+        uses_distributed_sampler,
+    )
+
+    callback = EMAWeightAveragingState()
+    callback.latest_update_step, callback.latest_update_epoch = 7, 2
+    assert (callback._latest_update_step, callback._latest_update_epoch) == (7, 2)
+    assert callback.average_model is callback._average_model is None
+    module = L.LightningModule()
+    assert attached_trainer(module) is None  # where module.trainer would raise
+    trainer = Trainer(logger=False, use_distributed_sampler=False)
+    assert uses_distributed_sampler(trainer) is False
+    logger = WandbLogger(offline=True)
+    set_wandb_init(logger, dir="somewhere", id="run-1", resume="allow")
+    assert logger.save_dir == "somewhere" and logger.version == "run-1"
+    assert logger._wandb_init["resume"] == "allow"
 
 
 def test_wandb_logger_init_fields(tmp_path) -> None:

@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import pixel_bounds, pixels_to_units
 from lit_vision.errors import ConfigError
+from lit_vision.lightning_workarounds import attached_trainer
 
 __all__ = ["FGSM", "fgsm_perturb"]
 
@@ -140,7 +141,7 @@ class FGSM(L.Callback):
         """16-mixed: the GradScaler's scale, read on the host once per epoch (``get_scale()`` is a device
         read, a GPU sync, so not once per batch). Other precisions: ``None``."""
         # the module's own Trainer reference: one kept here would be copied with EMA's copy of the module
-        trainer = module._trainer
+        trainer = attached_trainer(module)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is None or not scaler.is_enabled():
             return None

@@ -24,9 +24,9 @@ what it gets wrong for us:
   (``state_dict``: the average, used by ``test``/``predict``/``load_from_checkpoint``;
   ``current_model_state``: the raw weights), so a resumed fit continues exactly.
 
-``WeightAveraging`` has no public accessor for its state, so this subclass reads and sets its private
-members ``_average_model``, ``_latest_update_step`` and ``_latest_update_epoch``: this module is the one
-place, and ``tests/test_lightning_contract.py`` pins them.
+``WeightAveraging`` has no public accessor for its state: ``lit_vision.lightning_workarounds``
+(``EMAWeightAveragingState``, the base class here) gives its private members public names, and
+``tests/test_lightning_contract.py`` pins them.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 
 from lit_vision.errors import ConfigError
+from lit_vision.lightning_workarounds import EMAWeightAveragingState
 
 __all__ = ["EMA"]
 
@@ -65,7 +65,7 @@ def ema_decay(
     return decay
 
 
-class EMA(EMAWeightAveraging):
+class EMA(EMAWeightAveragingState):
     """EMA of weights and BatchNorm statistics; validation, test, predict and checkpoints use the average.
 
     Args:
@@ -158,7 +158,7 @@ class EMA(EMAWeightAveraging):
     def _update_average(self, pl_module: L.LightningModule) -> None:
         """``average <- decay * average + (1 - decay) * weights`` (the first update copies): a foreach op per
         group and no host read of a device value."""
-        assert self._average_model is not None
+        assert self.average_model is not None
         avg_f, cur_f, avg_i, cur_i = self._tensor_lists(pl_module)
         # the model may run in bf16/fp16 (or on another device than a `device: cpu` average)
         cur_f = [
@@ -174,7 +174,7 @@ class EMA(EMAWeightAveraging):
             torch._foreach_lerp_(avg_f, cur_f, 1.0 - decay)
         for a, c in zip(avg_i, cur_i, strict=True):  # counters: an average of step counts means nothing
             a.copy_(c)
-        self._average_model.n_averaged += 1  # kept for checkpoints; a device add, not a read
+        self.average_model.n_averaged += 1  # kept for checkpoints; a device add, not a read
         self._updates += 1
 
     @torch.no_grad()
@@ -193,12 +193,12 @@ class EMA(EMAWeightAveraging):
             return
         self._step, self._total_steps = trainer.global_step, max(1, int(trainer.estimated_stepping_batches))
         # Lightning's rule (WeightAveraging.on_train_batch_end) with the update done here
-        updated = trainer.global_step > self._latest_update_step and self.should_update(
+        updated = trainer.global_step > self.latest_update_step and self.should_update(
             step_idx=trainer.global_step - 1
         )
         if updated:
             self._update_average(pl_module)
-            self._latest_update_step = trainer.global_step
+            self.latest_update_step = trainer.global_step
         if not (self.lookahead and self.has_average):
             return
         if updated or batch_idx + 1 >= trainer.num_training_batches:
@@ -209,21 +209,21 @@ class EMA(EMAWeightAveraging):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's rule (WeightAveraging.on_train_epoch_end) with the update done here
         epoch = trainer.current_epoch
-        if epoch > self._latest_update_epoch and self.should_update(epoch_idx=epoch):
+        if epoch > self.latest_update_epoch and self.should_update(epoch_idx=epoch):
             self._step = trainer.global_step
             self._update_average(pl_module)
-            self._latest_update_epoch = epoch
+            self.latest_update_epoch = epoch
 
     # ------------------------------------------------------------------ state
     @property
     def has_average(self) -> bool:
         """Whether the average has been updated at least once (before that it is just a stale copy)."""
-        return self._average_model is not None and self._updates > 0
+        return self.average_model is not None and self._updates > 0
 
     @property
     def average_module(self) -> L.LightningModule | None:
         """The averaged copy of the LightningModule (``None`` outside ``fit``)."""
-        return None if self._average_model is None else self._average_model.module
+        return None if self.average_model is None else self.average_model.module
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():
@@ -233,21 +233,19 @@ class EMA(EMAWeightAveraging):
             )
             super().setup(trainer, pl_module, stage)
         self._updates, self._lists = 0, None  # a fresh average (a resume sets the count from its checkpoint)
-        if self._average_model is not None:
+        if self.average_model is not None:
             # Created before the precision plugin converts the model, but make fp32 explicit: a half-precision
             # average loses updates smaller than its resolution (1 - decay = 1e-3 is below bf16's 2^-8).
-            self._average_model.module.float()
+            self.average_model.module.float()
 
     # ------------------------------------------------------------------ swapping
     def _pairs(self, pl_module: L.LightningModule) -> list[tuple[Tensor, Tensor]]:
-        assert self._average_model is not None
-        average = itertools.chain(
-            self._average_model.module.parameters(), self._average_model.module.buffers()
-        )
+        assert self.average_model is not None
+        average = itertools.chain(self.average_model.module.parameters(), self.average_model.module.buffers())
         current = itertools.chain(pl_module.parameters(), pl_module.buffers())
         return list(zip(average, current, strict=True))
 
-    def _swap_models(self, pl_module: L.LightningModule) -> None:
+    def swap_models(self, pl_module: L.LightningModule) -> None:
         """First call: back up the model and load the average; second call: restore the backup.
 
         Unlike Lightning's value swap, the fp32 average is never written back through the model's dtype.
@@ -273,31 +271,31 @@ class EMA(EMAWeightAveraging):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         return {
-            "latest_update_step": self._latest_update_step,
-            "latest_update_epoch": self._latest_update_epoch,
+            "latest_update_step": self.latest_update_step,
+            "latest_update_epoch": self.latest_update_epoch,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._latest_update_step = state_dict["latest_update_step"]
-        self._latest_update_epoch = state_dict.get("latest_update_epoch", -1)
+        self.latest_update_step = state_dict["latest_update_step"]
+        self.latest_update_epoch = state_dict.get("latest_update_epoch", -1)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if self._backup is not None:
             raise RuntimeError("EMA: checkpoint saved while the average is swapped in; this is a bug.")
-        if self._average_model is not None and not self.has_average:
+        if self.average_model is not None and not self.has_average:
             # Nothing averaged yet: the model's own weights are the best answer for state_dict, and resuming
             # restores the (not yet started) average from them with n_averaged = 0.
             checkpoint["current_model_state"] = checkpoint["state_dict"]
-            checkpoint["averaging_state"] = {"n_averaged": self._average_model.n_averaged.clone()}
+            checkpoint["averaging_state"] = {"n_averaged": self.average_model.n_averaged.clone()}
             return
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if self._average_model is None:
+        if self.average_model is None:
             return  # validate/test/predict: the checkpoint's state_dict already holds the averaged weights
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
-        self._updates = int(self._average_model.n_averaged)  # one host read, when resuming
+        self._updates = int(self.average_model.n_averaged)  # one host read, when resuming

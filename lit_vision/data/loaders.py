@@ -16,6 +16,7 @@ from typing import Any
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from lit_vision.lightning_workarounds import uses_distributed_sampler
 from lit_vision.seeding import run_seed
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "make_sampler"]
@@ -79,7 +80,7 @@ def make_sampler(dataset: Dataset, train: bool, trainer: Any | None) -> Sampler 
     """
     kwargs: dict[str, int] = {"num_replicas": 1, "rank": 0}
     if trainer is not None and trainer.world_size > 1:
-        if not trainer._accelerator_connector.use_distributed_sampler:
+        if not uses_distributed_sampler(trainer):
             return None  # the user asked to shard by hand
         kwargs = dict(trainer.distributed_sampler_kwargs or {})
     if train:

@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
 from lit_vision.errors import ConfigError
-from lit_vision.lightning_workarounds import estimated_stepping_batches
+from lit_vision.lightning_workarounds import attached_trainer, estimated_stepping_batches
 from lit_vision.models.factory_args import factory_settings, left_unset
 from lit_vision.models.layers import own_forward_batchnorms
 from lit_vision.models.losses import SoftTargetCrossEntropy
@@ -249,7 +249,8 @@ class ImageClassifier(L.LightningModule):
             self._backbone_compiled = True
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         # The datamodule's public contract (set up before this hook): channel statistics and image side,
         # stored with the weights so prediction and export need no dataset (lit_vision.data.normalization).
         if datamodule is not None and hasattr(datamodule, "mean") and hasattr(datamodule, "std"):
@@ -312,7 +313,7 @@ class ImageClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture with a message, not a page of missing keys."""
         self.input_size = int(checkpoint.get("lit_vision", {}).get("input_size", self.input_size))
-        if self._trainer is not None and self.trainer.state.fn == "fit":
+        if attached_trainer(self) is not None and self.trainer.state.fn == "fit":
             # configure_optimizers (called next) compares the schedule horizons and may replace the saved
             # scheduler state in this dict before Lightning restores it.
             self._resuming = checkpoint
@@ -365,7 +366,8 @@ class ImageClassifier(L.LightningModule):
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
         self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
         self.train_loss(loss, weight=len(y))
-        if self._trainer is None or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        trainer = attached_trainer(self)
+        if trainer is None or (self.global_step + 1) % trainer.log_every_n_steps == 0:
             # Only on the steps Lightning writes logs (its rule with one batch per optimizer step): a step
             # value in the progress bar or the logs is read on the host, a GPU sync every step otherwise.
             # Same name Lightning gives an on_step + on_epoch log: the value is this rank's own.
@@ -393,7 +395,7 @@ class ImageClassifier(L.LightningModule):
         if self._first_nonfinite is None:
             return
         first = self._first_nonfinite
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:
             # all ranks stop together (the others would wait forever in the next all-reduce); max over the
             # ranks' records: -1 where a rank saw none, else the latest of the ranks' first bad steps
             first = self.trainer.strategy.reduce(first.clone(), reduce_op="max")
@@ -413,7 +415,7 @@ class ImageClassifier(L.LightningModule):
         """Whether the loss is finite on every rank: under DDP all ranks must skip or stop together, or the
         ones that carry on would wait forever in the gradient all-reduce."""
         finite = torch.isfinite(loss.detach()).float()
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce(finite, reduce_op="min")
         return bool(finite.item())
 
