@@ -1,9 +1,15 @@
-"""``ImageClassifier``: the LightningModule wrapping any backbone."""
+"""``ImageClassifier``: the LightningModule wrapping any backbone.
+
+It holds the steps, metrics and hooks; its parts live beside it: parameter groups and the optimizer
+(``param_groups``), the NaN/inf loss guard (``nonfinite``), resuming into a changed schedule
+(``schedule_resume``) and the SyncBatchNorm refusals (``sync_batchnorm_checks``). The class is longer than
+the others because its docstring documents every argument (it is the CLI's ``--help`` for ``--model.*``)
+and ``__init__`` refuses bad values before any data is read.
+"""
 
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,41 +26,24 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_vision.data.normalization import normalize
 from lit_vision.errors import ConfigError
 from lit_vision.lightning_workarounds import attached_trainer, estimated_stepping_batches
-from lit_vision.models.factory_args import factory_settings, left_unset
+from lit_vision.models.factory_args import left_unset
 from lit_vision.models.layers import own_forward_batchnorms
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.metrics import DeviceMean
+from lit_vision.models.nonfinite import NonFiniteGuard, where
+from lit_vision.models.param_groups import build_optimizer, check_learning_rates, parameter_groups
 from lit_vision.models.registry import create_backbone
-from lit_vision.models.schedulers import build_scheduler, extend_kwargs, fills_total_steps
+from lit_vision.models.schedule_resume import ScheduleChangeError, ScheduleResume, optimizer_settings
+from lit_vision.models.schedulers import build_scheduler, fills_total_steps
+from lit_vision.models.sync_batchnorm_checks import check_sync_batchnorm
 from lit_vision.seeding import run_seed
 
 __all__ = ["ImageClassifier", "ScheduleChangeError", "TrainBatchTransform"]
 
 
-class ScheduleChangeError(ValueError):
-    """A resume whose LR schedule horizon differs from the checkpoint's, without a chosen policy."""
-
-
 # (module, images, targets, batch_idx) -> (images, targets): how callbacks (MixUp/CutMix, FGSM) change a
 # training batch after normalization; targets may become soft (N, C) probabilities.
 TrainBatchTransform = Callable[["ImageClassifier", Tensor, Tensor, int], tuple[Tensor, Tensor]]
-
-
-def _check_learning_rates(optimizer: Any, scheduler: Any) -> None:
-    """A zero or negative learning rate (or OneCycleLR ``max_lr``) refused when the model is built: torch's
-    optimizers check ``lr`` only when they are built, after the data is loaded, and a scheduler's peak
-    never."""
-    for option, factory, name in (
-        ("model.optimizer", optimizer, "lr"),
-        ("model.scheduler", scheduler, "max_lr"),
-    ):
-        value = (getattr(factory, "keywords", None) or {}).get(name) if factory is not None else None
-        values = value if isinstance(value, list | tuple) else [value]
-        if any(isinstance(v, int | float) and not v > 0 for v in values):
-            raise ConfigError(
-                f"--{option}.init_args.{name} {value}: a learning rate must be > 0 (e.g. 0.1 for SGD, 1e-3 "
-                "for AdamW); to freeze the weights, use `validate`/`test` instead of fit."
-            )
 
 
 class ImageClassifier(L.LightningModule):
@@ -153,7 +142,7 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(
                 f"--model.on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}."
             )
-        _check_learning_rates(optimizer, scheduler)
+        check_learning_rates(optimizer, scheduler)
         if not norm_bias_lr_scale > 0:
             raise ConfigError(f"--model.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}.")
         if scheduler_interval not in ("step", "epoch"):
@@ -201,15 +190,10 @@ class ImageClassifier(L.LightningModule):
         self._train_batch_transforms: list[tuple[int, TrainBatchTransform]] = []
         #: Replaces ``self(x)`` in test and predict when set (test-time augmentation); returns logits.
         self.eval_forward: Callable[[Tensor], Tensor] | None = None
-        # Resume bookkeeping of the LR schedule (see on_schedule_change): the horizon the schedule was built
-        # for, the checkpoint being resumed (until training starts), and the optimizer settings and schedule
-        # position to put in place once Lightning has restored the optimizer and scheduler states.
-        self._schedule_horizon: int | None = None
-        self._resuming: dict[str, Any] | None = None
-        self._schedule_fix: tuple[list[dict[str, Any]], int] | None = None
-        #: nonfinite_loss=raise: (global step, epoch, batch) of the first non-finite loss, kept on the device
-        #: (-1 while every loss was finite) and read only at the checks (see _raise_if_nonfinite)
-        self._first_nonfinite: Tensor | None = None
+        # Resume bookkeeping of the LR schedule (on_schedule_change; plain attributes, not saved)
+        self._resume = ScheduleResume()
+        #: nonfinite_loss=raise: the first non-finite loss, kept on the device, read only at the checks
+        self._nonfinite = NonFiniteGuard()
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies (EMA's deepcopy, pickling) get no callback hooks and no optimizer/scheduler factories: the
@@ -219,7 +203,7 @@ class ImageClassifier(L.LightningModule):
         state["_train_batch_transforms"] = []
         state["eval_forward"] = None
         state["optimizer_factory"] = state["scheduler_factory"] = None
-        state["_resuming"] = state["_schedule_fix"] = state["_first_nonfinite"] = None
+        state["_resume"], state["_nonfinite"] = ScheduleResume(), NonFiniteGuard()
         return state
 
     # ------------------------------------------------------------------ callback hooks
@@ -293,7 +277,7 @@ class ImageClassifier(L.LightningModule):
         # What prediction and export need besides the weights and hparams: the training image size.
         checkpoint["lit_vision"] = {
             "input_size": self.input_size,
-            "schedule_horizon": self._schedule_horizon,
+            "schedule_horizon": self._resume.horizon,
             "optimizer_settings": self.optimizer_settings() if self.optimizer_factory is not None else None,
         }
 
@@ -316,7 +300,7 @@ class ImageClassifier(L.LightningModule):
         if attached_trainer(self) is not None and self.trainer.state.fn == "fit":
             # configure_optimizers (called next) compares the schedule horizons and may replace the saved
             # scheduler state in this dict before Lightning restores it.
-            self._resuming = checkpoint
+            self._resume.resuming = checkpoint
         saved = checkpoint.get("hyper_parameters", {})
         mine = {k: self.hparams.get(k) for k in ("backbone", "num_classes", "backbone_kwargs")}
         theirs = {k: saved.get(k) for k in mine}
@@ -353,14 +337,12 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         mode = self.hparams.nonfinite_loss
-        if mode == "skip" and not self._loss_is_finite(loss):
-            rank_zero_warn(
-                f"Non-finite training loss ({loss.item()}) at {self._where(self.global_step, batch_idx)}: "
-                "optimizer step skipped."
-            )
+        if mode == "skip" and not NonFiniteGuard.loss_is_finite(loss, attached_trainer(self)):
+            here = where(self.global_step, batch_idx, self.current_epoch)
+            rank_zero_warn(f"Non-finite training loss ({loss.item()}) at {here}: optimizer step skipped.")
             return None  # Lightning skips backward and the optimizer step for this batch
         if mode == "raise":
-            self._watch_nonfinite(loss, batch_idx)
+            self._nonfinite.watch(loss, self.global_step, self.current_epoch, batch_idx)
             if (self.global_step + 1) % self.hparams.get("nonfinite_check_every_n_steps", 100) == 0:
                 self._raise_if_nonfinite()
         # Soft targets (MixUp/CutMix): accuracy against the dominant label.
@@ -376,48 +358,8 @@ class ImageClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def _where(self, step: int, batch_idx: int, epoch: int | None = None) -> str:
-        epoch = self.current_epoch if epoch is None else epoch
-        return f"global step {step} (epoch {epoch}, batch {batch_idx} of the epoch)"
-
-    def _watch_nonfinite(self, loss: Tensor, batch_idx: int) -> None:
-        """Remember the first non-finite loss on the device: three tiny kernels, no host read."""
-        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
-            self._first_nonfinite = torch.full((3,), -1, dtype=torch.long, device=loss.device)
-        first = self._first_nonfinite
-        fresh = ~torch.isfinite(loss.detach()) & (first[0] < 0)
-        here = (self.global_step, self.current_epoch, batch_idx)
-        for i, value in enumerate(here):  # Python ints go to the kernels as arguments, not as copies
-            first[i] = torch.where(fresh, value, first[i])
-
     def _raise_if_nonfinite(self) -> None:
-        """One host read of the device-side record; raises if a loss was non-finite on any rank."""
-        if self._first_nonfinite is None:
-            return
-        first = self._first_nonfinite
-        if attached_trainer(self) is not None and self.trainer.world_size > 1:
-            # all ranks stop together (the others would wait forever in the next all-reduce); max over the
-            # ranks' records: -1 where a rank saw none, else the latest of the ranks' first bad steps
-            first = self.trainer.strategy.reduce(first.clone(), reduce_op="max")
-        step, epoch, batch = (int(v) for v in first.tolist())
-        if step < 0:
-            return
-        # the record stays: any later checkpoint write in this run raises too
-        raise FloatingPointError(
-            f"Non-finite training loss at {self._where(step, batch, epoch)} (noticed at global step "
-            f"{self.global_step}; model.nonfinite_check_every_n_steps sets how often the loss is read). "
-            "Checkpoints written before this step are kept. Try a lower learning rate, gradient clipping "
-            "(trainer.gradient_clip_val), 32-true precision, or model.nonfinite_loss=skip to step over such "
-            "batches."
-        )
-
-    def _loss_is_finite(self, loss: Tensor) -> bool:
-        """Whether the loss is finite on every rank: under DDP all ranks must skip or stop together, or the
-        ones that carry on would wait forever in the gradient all-reduce."""
-        finite = torch.isfinite(loss.detach()).float()
-        if attached_trainer(self) is not None and self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        return bool(finite.item())
+        self._nonfinite.raise_if_seen(attached_trainer(self), self.global_step)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Returns the logits (N, num_classes), for callbacks' ``on_validation_batch_end``."""
@@ -458,30 +400,12 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters split into a decayed group and a no-decay group (norm weights, biases), and
-        with ``norm_bias_lr_scale != 1`` a last group of normalization biases carrying ``lr_scale``."""
-        decay_all = self.hparams.weight_decay_norm_and_bias
-        scale = float(self.hparams.get("norm_bias_lr_scale", 1.0))
-        scaled = set()
-        if scale != 1.0:
-            norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-            scaled = {id(m.bias) for m in self.modules() if isinstance(m, norms) and m.bias is not None}
-        decay, no_decay, norm_bias = [], [], []
-        for p in self.parameters():
-            if not p.requires_grad:
-                continue
-            if id(p) in scaled:
-                norm_bias.append(p)
-            else:
-                (decay if decay_all or p.ndim > 1 else no_decay).append(p)
-        groups: list[dict[str, Any]] = [{"params": decay}]
-        if not decay_all:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        if norm_bias:
-            groups.append(
-                {"params": norm_bias, "lr_scale": scale, **({} if decay_all else {"weight_decay": 0.0})}
-            )
-        return groups
+        """The trainable parameters in optimizer groups (``lit_vision.models.param_groups``)."""
+        return parameter_groups(
+            self,
+            decay_all=bool(self.hparams.weight_decay_norm_and_bias),
+            norm_bias_lr_scale=float(self.hparams.get("norm_bias_lr_scale", 1.0)),
+        )
 
     def _global_batch_size(self) -> int:
         """Examples per optimizer step over all devices."""
@@ -496,24 +420,15 @@ class ImageClassifier(L.LightningModule):
     def build_optimizer(self, batch_size: int | None = None) -> torch.optim.Optimizer:
         """The configured optimizer over :meth:`parameter_groups`, group ``lr_scale`` applied; ``batch_size``
         (examples per optimizer step) goes to an optimizer that takes one its config left unset."""
-        takes_batch = left_unset(self.optimizer_factory, "batch_size")
-        optimizer = self.optimizer_factory(
-            self.parameter_groups(), **({"batch_size": batch_size} if takes_batch else {})
-        )
-        for group in optimizer.param_groups:
-            scale = group.get("lr_scale", 1.0)
-            if scale != 1.0:  # the same decay per step (lr x weight_decay) at scale x the LR
-                group["lr"] *= scale
-                group["weight_decay"] = group.get("weight_decay", 0.0) / scale
-        return optimizer
+        return build_optimizer(self.optimizer_factory, self.parameter_groups(), batch_size)
 
     def configure_optimizers(self) -> Any:
         takes_batch = left_unset(self.optimizer_factory, "batch_size")
         optimizer = self.build_optimizer(self._global_batch_size() if takes_batch else None)
         if self.scheduler_factory is None:
-            self._schedule_horizon = None
-            if self._resuming is not None:
-                self._reconcile_schedule(optimizer, None, 0)
+            self._resume.horizon = None
+            if self._resume.resuming is not None:
+                self._reconcile(optimizer, None, 0)
             return optimizer
         interval = self.hparams.scheduler_interval
         total = int(
@@ -521,9 +436,9 @@ class ImageClassifier(L.LightningModule):
         )
         scheduler = build_scheduler(self.scheduler_factory, optimizer, total)
         plateau = isinstance(scheduler, ReduceLROnPlateau)
-        self._schedule_horizon = total if fills_total_steps(self.scheduler_factory) and not plateau else None
-        if self._resuming is not None:
-            scheduler = self._reconcile_schedule(optimizer, scheduler, total)
+        self._resume.horizon = total if fills_total_steps(self.scheduler_factory) and not plateau else None
+        if self._resume.resuming is not None:
+            scheduler = self._reconcile(optimizer, scheduler, total)
         if plateau:
             # Lightning steps it with the monitored value; the metric exists only after validation, so it
             # steps per epoch (a per-step plateau check would read a metric that is not there yet).
@@ -537,165 +452,23 @@ class ImageClassifier(L.LightningModule):
             }
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    def optimizer_settings(self) -> dict[str, Any]:
-        """The optimizer and scheduler as configured (class and init arguments, ``total_steps`` left out: the
-        horizon is compared on its own), JSON-safe: saved in checkpoints so that a resume can tell when the
-        user changed them (the restored optimizer state would otherwise carry the checkpoint's values)."""
-        return {
-            "optimizer": factory_settings(self.optimizer_factory),
-            "scheduler": factory_settings(self.scheduler_factory, skip=("total_steps",)),
-        }
-
-    def _changed_settings(self) -> list[str]:
-        """``section.name: old -> new`` for every optimizer/scheduler setting that differs from the
-        checkpoint's (none for checkpoints written before the settings were saved)."""
-        assert self._resuming is not None
-        then = (self._resuming.get("lit_vision") or {}).get("optimizer_settings")
-        if then is None:
-            return []
-        now = self.optimizer_settings()
-        changes = []
-        for section in ("optimizer", "scheduler"):
-            old, new = then.get(section) or {}, now.get(section) or {}
-            if old.get("class") != new.get("class"):
-                changes.append(f"{section}: {old.get('class')} -> {new.get('class')}")
-                continue
-            old_args, new_args = old.get("args", {}), new.get("args", {})
-            for name in sorted(set(old_args) | set(new_args)):
-                if old_args.get(name) != new_args.get(name):
-                    changes.append(f"{section}.{name}: {old_args.get(name)} -> {new_args.get(name)}")
-        return changes
-
-    def _reconcile_schedule(self, optimizer: Any, scheduler: Any, total: int) -> Any:
-        """Resuming: apply ``on_schedule_change`` when the checkpoint's horizon differs from ``total`` or the
-        optimizer/scheduler settings differ from the checkpoint's. Without a scheduler (constant LR) changed
-        optimizer settings simply apply: there is no schedule to reconcile them with."""
-        assert self._resuming is not None
-        changed = self._changed_settings()
-        settings = (
-            f"model.optimizer/model.scheduler settings differ from the checkpoint's ({'; '.join(changed)})"
+    def _reconcile(self, optimizer: Any, scheduler: Any, total: int) -> Any:
+        return self._resume.reconcile(
+            optimizer,
+            scheduler,
+            total,
+            factory=self.scheduler_factory,
+            settings=self.optimizer_settings(),
+            policy=self.hparams.on_schedule_change,
+            interval=self.hparams.scheduler_interval,
         )
-        if scheduler is None:
-            if changed:
-                rank_zero_info(f"The {settings}: the new values replace the checkpoint's.")
-                self._schedule_fix = (self._group_settings(optimizer), 0)
-            return scheduler
-        saved_states = self._resuming.get("lr_schedulers") or []
-        if not saved_states:
-            return scheduler
-        saved = saved_states[0]
-        done = int(saved.get("last_epoch", 0))
-        old = (self._resuming.get("lit_vision") or {}).get("schedule_horizon") or saved.get("total_steps")
-        horizon_changed = self._schedule_horizon is not None and old is not None and int(old) != total
-        if not horizon_changed and not changed:
-            return scheduler
-        unit = "optimizer steps" if self.hparams.scheduler_interval == "step" else "epochs"
-        policy = self.hparams.on_schedule_change
-        name = type(scheduler).__name__
-        if horizon_changed:
-            old = int(old)
-            what = (
-                f"The checkpoint's LR schedule ({name}) was built for a run of {old} {unit} and stopped "
-                f"after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
-            )
-            if changed:
-                what += f" The {settings}."
-        else:
-            old = total
-            what = (
-                f"The {settings}, and the restored state of the LR schedule ({name}, stopped after {done} "
-                f"{unit}) would keep the checkpoint's values."
-            )
-        if self._schedule_horizon is None:  # no horizon: a schedule that only a restart can rebuild
-            remaining = "a fresh schedule from this point"
-        else:
-            remaining = f"a fresh schedule over the remaining {max(total - done, 0)} {unit}"
-        if policy == "refuse":
-            extend = (
-                f"--model.on_schedule_change extend (keep the warmup, the decay ending at {total}), "
-                if self._schedule_horizon is not None
-                else ""
-            )
-            raise ScheduleChangeError(
-                f"{what} Choose what the schedule does: {extend}--model.on_schedule_change restart "
-                f"({remaining}, with the new settings), or resume with the run's original "
-                f"{'length' if horizon_changed else 'settings'}."
-            )
-        if self._schedule_horizon is not None and done >= total:
-            raise ScheduleChangeError(f"{what} The run is already past the new end: nothing to {policy}.")
-        factory = self.scheduler_factory
-        if policy == "extend":
-            if self._schedule_horizon is None:
-                raise ScheduleChangeError(
-                    f"{what} on_schedule_change=extend stretches a schedule built for a number of steps; "
-                    f"{name} has no such horizon. Use --model.on_schedule_change restart ({remaining})."
-                )
-            scheduler = build_scheduler(
-                factory, optimizer, total, **extend_kwargs(scheduler, factory, old, total)
-            )
-            position = done
-        else:
-            scheduler = build_scheduler(factory, optimizer, max(total - done, 1))
-            position = 0
-        rank_zero_info(f"{what} on_schedule_change={policy}: the schedule is rebuilt.")
-        # Lightning restores the optimizer and scheduler states from this dict after this hook: the rebuilt
-        # schedule's state replaces the saved one, and on_train_start puts back the new schedule's optimizer
-        # settings (the restored optimizer state carries the old ones) at the resume position.
-        state = scheduler.state_dict()
-        if "last_epoch" in state:
-            state["last_epoch"] = position
-        saved_states[0] = state
-        self._schedule_fix = (self._group_settings(optimizer), position)
-        return scheduler
 
-    @staticmethod
-    def _group_settings(optimizer: Any) -> list[dict[str, Any]]:
-        """Every param group's settings (lr, momentum, a scheduler's initial_lr...) without its parameters."""
-        return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    def optimizer_settings(self) -> dict[str, Any]:
+        """The configured optimizer and scheduler, as checkpoints record them (``schedule_resume``)."""
+        return optimizer_settings(self.optimizer_factory, self.scheduler_factory)
 
     def on_fit_start(self) -> None:
-        self._check_sync_batchnorm()
-
-    def _check_sync_batchnorm(self) -> None:
-        """``trainer.sync_batchnorm`` combinations that would train wrong or slowly, refused with a reason."""
-        synced = [name for name, m in self.backbone.named_modules() if isinstance(m, nn.SyncBatchNorm)]
-        if not synced:
-            return
-        if self.hparams.compile:
-            # pytorch/pytorch#161302: dynamo cannot trace SyncBatchNorm's collective, so the graph breaks at
-            # every BatchNorm (and some versions fail to compile it at all, #107372)
-            raise ValueError(
-                "model.compile with trainer.sync_batchnorm: torch.compile cannot trace SyncBatchNorm and "
-                f"would split the backbone's graph at each of its {len(synced)} BatchNorm layers. Turn one "
-                "off: trainer.sync_batchnorm: false (per-process BatchNorm statistics, fine at per-GPU "
-                "batches of 32 and more) or model.compile: false."
-            )
-        dropped = [
-            n for n in self._own_forward_bns if type(self.backbone.get_submodule(n)) is nn.SyncBatchNorm
-        ]
-        if dropped:
-            cls = self._own_forward_bns[dropped[0]]
-            raise ValueError(
-                f"trainer.sync_batchnorm turned backbone.{dropped[0]} (a {cls.__qualname__}, whose forward "
-                "does more than normalize, e.g. timm's BatchNorm + activation) into a plain SyncBatchNorm: "
-                "it would train without what its forward adds. Use lit_vision's plugin, which keeps it: "
-                "Trainer(sync_batchnorm=True, plugins=[lit_vision.plugins.SyncBatchNorm()]) (train.py "
-                "does this)."
-            )
+        check_sync_batchnorm(self.backbone, bool(self.hparams.compile), self._own_forward_bns)
 
     def on_train_start(self) -> None:
-        self._resuming = None  # restored by now; the checkpoint dict is Lightning's to free
-        if self._schedule_fix is None:
-            return
-        hyper, position = self._schedule_fix
-        self._schedule_fix = None
-        for group, settings in zip(self.trainer.optimizers[0].param_groups, hyper, strict=True):
-            group.update(settings)
-        if position > 0:
-            # one step back and one forward: the LR (and momentum) of the resume step on the new curve,
-            # set the way the scheduler sets them
-            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-            scheduler.last_epoch = position - 1
-            with warnings.catch_warnings():  # torch warns of a step() before any optimizer.step() here
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-                scheduler.step()
+        self._resume.apply(self.trainer)

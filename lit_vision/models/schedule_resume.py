@@ -1,0 +1,185 @@
+"""Resuming into a changed schedule (``model.on_schedule_change``): the schedule's horizon (the optimizer
+steps of the run, or its epochs) or the optimizer/scheduler settings differ from the checkpoint's.
+
+A restored optimizer carries the checkpoint's settings and a restored scheduler the old curve: resuming into a
+longer run, or with a new learning rate, would silently train on the old ones. ``refuse`` (the default) stops
+with the choices; ``extend`` continues on the curve a run of the new length (with the new settings) follows,
+at the current step; ``restart`` runs a fresh schedule over the remaining steps. The ``ImageClassifier``
+holds one :class:`ScheduleResume` and calls it from ``configure_optimizers`` and ``on_train_start``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_vision.models.factory_args import factory_settings
+from lit_vision.models.schedulers import build_scheduler, extend_kwargs
+
+__all__ = [
+    "ScheduleChangeError",
+    "ScheduleResume",
+    "changed_settings",
+    "group_settings",
+    "optimizer_settings",
+]
+
+
+class ScheduleChangeError(ValueError):
+    """A resume whose schedule horizon or settings differ from the checkpoint's, without a chosen policy."""
+
+
+def optimizer_settings(optimizer_factory: Any, scheduler_factory: Any) -> dict[str, Any]:
+    """The optimizer and scheduler as configured (class and init arguments, ``total_steps`` left out: the
+    horizon is compared on its own), JSON-safe: saved in checkpoints so that a resume can tell when the
+    user changed them (the restored optimizer state would otherwise carry the checkpoint's values)."""
+    return {
+        "optimizer": factory_settings(optimizer_factory),
+        "scheduler": factory_settings(scheduler_factory, skip=("total_steps",)),
+    }
+
+
+def changed_settings(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``section.name: old -> new`` for every setting of :func:`optimizer_settings` that differs."""
+    changes = []
+    for section in ("optimizer", "scheduler"):
+        old, new = then.get(section) or {}, now.get(section) or {}
+        if old.get("class") != new.get("class"):
+            changes.append(f"{section}: {old.get('class')} -> {new.get('class')}")
+            continue
+        old_args, new_args = old.get("args", {}), new.get("args", {})
+        for name in sorted(set(old_args) | set(new_args)):
+            if old_args.get(name) != new_args.get(name):
+                changes.append(f"{section}.{name}: {old_args.get(name)} -> {new_args.get(name)}")
+    return changes
+
+
+def group_settings(optimizer: Any) -> list[dict[str, Any]]:
+    """Every param group's settings (lr, momentum, a scheduler's initial_lr...) without its parameters."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+class ScheduleResume:
+    """The resume bookkeeping of one module's LR schedule."""
+
+    def __init__(self) -> None:
+        #: the horizon the schedule was built for (None: constant LR or a schedule of any length)
+        self.horizon: int | None = None
+        #: the checkpoint being resumed, from on_load_checkpoint until training starts
+        self.resuming: dict[str, Any] | None = None
+        #: the optimizer settings and schedule position to put in place once Lightning has restored
+        #: the optimizer and scheduler states
+        self.fix: tuple[list[dict[str, Any]], int] | None = None
+
+    def reconcile(
+        self,
+        optimizer: Any,
+        scheduler: Any,
+        total: int,
+        factory: Any,
+        settings: dict[str, Any],
+        policy: str,
+        interval: str,
+    ) -> Any:
+        """Resuming: apply ``policy`` (``on_schedule_change``) when the checkpoint's horizon differs from
+        ``total`` or ``settings`` (see :func:`optimizer_settings`) differ from the checkpoint's; returns the
+        scheduler to use. Without a scheduler (constant LR) changed optimizer settings simply apply: there
+        is no schedule to reconcile them with. ``factory`` builds the scheduler; ``interval`` is ``step`` or
+        ``epoch``."""
+        assert self.resuming is not None
+        then = (self.resuming.get("lit_vision") or {}).get("optimizer_settings")
+        changed = [] if then is None else changed_settings(then, settings)
+        settings = (
+            f"model.optimizer/model.scheduler settings differ from the checkpoint's ({'; '.join(changed)})"
+        )
+        if scheduler is None:
+            if changed:
+                rank_zero_info(f"The {settings}: the new values replace the checkpoint's.")
+                self.fix = (group_settings(optimizer), 0)
+            return scheduler
+        saved_states = self.resuming.get("lr_schedulers") or []
+        if not saved_states:
+            return scheduler
+        saved = saved_states[0]
+        done = int(saved.get("last_epoch", 0))
+        old = (self.resuming.get("lit_vision") or {}).get("schedule_horizon") or saved.get("total_steps")
+        horizon_changed = self.horizon is not None and old is not None and int(old) != total
+        if not horizon_changed and not changed:
+            return scheduler
+        unit = "optimizer steps" if interval == "step" else "epochs"
+        name = type(scheduler).__name__
+        if horizon_changed:
+            old = int(old)
+            what = (
+                f"The checkpoint's LR schedule ({name}) was built for a run of {old} {unit} and stopped "
+                f"after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
+            )
+            if changed:
+                what += f" The {settings}."
+        else:
+            old = total
+            what = (
+                f"The {settings}, and the restored state of the LR schedule ({name}, stopped after {done} "
+                f"{unit}) would keep the checkpoint's values."
+            )
+        if self.horizon is None:  # no horizon: a schedule that only a restart can rebuild
+            remaining = "a fresh schedule from this point"
+        else:
+            remaining = f"a fresh schedule over the remaining {max(total - done, 0)} {unit}"
+        if policy == "refuse":
+            extend = (
+                f"--model.on_schedule_change extend (keep the warmup, the decay ending at {total}), "
+                if self.horizon is not None
+                else ""
+            )
+            raise ScheduleChangeError(
+                f"{what} Choose what the schedule does: {extend}--model.on_schedule_change restart "
+                f"({remaining}, with the new settings), or resume with the run's original "
+                f"{'length' if horizon_changed else 'settings'}."
+            )
+        if self.horizon is not None and done >= total:
+            raise ScheduleChangeError(f"{what} The run is already past the new end: nothing to {policy}.")
+        if policy == "extend":
+            if self.horizon is None:
+                raise ScheduleChangeError(
+                    f"{what} on_schedule_change=extend stretches a schedule built for a number of steps; "
+                    f"{name} has no such horizon. Use --model.on_schedule_change restart ({remaining})."
+                )
+            scheduler = build_scheduler(
+                factory, optimizer, total, **extend_kwargs(scheduler, factory, old, total)
+            )
+            position = done
+        else:
+            scheduler = build_scheduler(factory, optimizer, max(total - done, 1))
+            position = 0
+        rank_zero_info(f"{what} on_schedule_change={policy}: the schedule is rebuilt.")
+        # Lightning restores the optimizer and scheduler states from this dict after this hook: the rebuilt
+        # schedule's state replaces the saved one, and on_train_start puts back the new schedule's optimizer
+        # settings (the restored optimizer state carries the old ones) at the resume position.
+        state = scheduler.state_dict()
+        if "last_epoch" in state:
+            state["last_epoch"] = position
+        saved_states[0] = state
+        self.fix = (group_settings(optimizer), position)
+        return scheduler
+
+    def apply(self, trainer: Any) -> None:
+        """At the start of training, once Lightning has restored the optimizer and scheduler: put the new
+        settings and the schedule position in place (after a rebuild), and let the checkpoint dict go."""
+        self.resuming = None  # restored by now; the checkpoint dict is Lightning's to free
+        if self.fix is None:
+            return
+        hyper, position = self.fix
+        self.fix = None
+        for group, settings in zip(trainer.optimizers[0].param_groups, hyper, strict=True):
+            group.update(settings)
+        if position > 0:
+            # one step back and one forward: the LR (and momentum) of the resume step on the new curve,
+            # set the way the scheduler sets them
+            scheduler = trainer.lr_scheduler_configs[0].scheduler
+            scheduler.last_epoch = position - 1
+            with warnings.catch_warnings():  # torch warns of a step() before any optimizer.step() here
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()
