@@ -10,13 +10,11 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from helpers import make_torchvision_cifar10
+from helpers import QUIET, make_torchvision_cifar10
 
 from lit_vision.cli import main, run
 from lit_vision.data import DatasetError, ImageDataModule
 from lit_vision.models import ImageClassifier
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def folder_args(root: Path) -> list[str]:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REAL_CIFAR10, make_imagefolder
+from helpers import REAL_CIFAR10, ROOT, make_imagefolder
 
-ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[0-9][0-9,.]*"
 
 

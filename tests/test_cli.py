@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, data_args, folder_run_args
+from helpers import CONFIGS, QUIET, ROOT, data_args, folder_run_args
 
 from lit_vision.cli import TRICK_KEYS, main
 
-ROOT = Path(__file__).resolve().parents[1]
 # configs/logger/* replace the CSV logger: tested in test_wandb.py; configs/models/* replace the backbone;
 # configs/trainer/* ask for GPUs / several processes: tested in test_distributed.py; configs/campaigns/* are
 # lit_vision.compare files, not CLI configs: tested in test_compare.py
@@ -24,8 +23,6 @@ FRAGMENTS = sorted(
 )
 MODEL_CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "models").glob("*.yaml"))
 TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -7,14 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import make_imagefolder
+from helpers import ROOT, make_imagefolder
 
 from lit_vision.compare import Campaign, CampaignError, ReadmeError, budget, render_tables, update_readme
 from lit_vision.compare.__main__ import main as compare_main
 from lit_vision.compare.budget import plan_schedule
 from lit_vision.compare.results import RESULT_FIELDS, append_row, read_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 

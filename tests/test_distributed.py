@@ -12,14 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import make_imagefolder
+from helpers import QUIET, ROOT, make_imagefolder
 
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
 from lit_vision.predict import main as predict_main
 
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 # the config as users run it on a machine without GPUs: sync_batchnorm is turned off there with a warning
 DDP_CPU = ["--config=configs/trainer/ddp.yaml", "--trainer.devices=2"]
 TRICKS = [f"--config=configs/tricks/{name}.yaml" for name in ("ema", "mixing", "fgsm")]

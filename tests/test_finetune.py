@@ -9,13 +9,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import QUIET
 
 from lit_vision.cli import main
 from lit_vision.models import ImageClassifier, create_backbone
 from lit_vision.models.finetune import classifier_head, load_backbone_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 class Snapshots(L.Callback):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import QUIET, HostSyncRecorder, data_args, folder_run_args
+from helpers import QUIET, ROOT, HostSyncRecorder, data_args, folder_run_args
 from torch.overrides import TorchFunctionMode
 
 from lit_vision.cli import main
@@ -17,7 +17,6 @@ from lit_vision.models import ImageClassifier, create_backbone, list_backbones
 from lit_vision.models.checkpoints import load_classifier, save_classifier
 from lit_vision.predict import main as predict_main
 
-ROOT = Path(__file__).resolve().parents[1]
 ZOO = [name for name in list_backbones() if not name.startswith(("torchvision/", "timm/"))]
 TRICKS = [f"--config={ROOT / 'configs/tricks' / name}.yaml" for name in ("ema", "mixing", "fgsm", "tta")]
 

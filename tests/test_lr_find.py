@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import data_args
+from helpers import ROOT, data_args
 
 from lit_vision.lr_find import main, suggest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import folder_run_args
+from helpers import ROOT, folder_run_args
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, PredictionWriter
@@ -29,7 +29,6 @@ from lit_vision.models import create_backbone
 from lit_vision.models.losses import SoftTargetCrossEntropy
 from lit_vision.models.tta import TestTimeViews as TTAViews
 
-ROOT = Path(__file__).resolve().parents[1]
 #: a run that got past the checks trains one step (today's behaviour for some values: the test then fails)
 ONE_STEP = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1"]
 

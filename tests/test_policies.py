@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from helpers import make_imagefolder
+from helpers import ROOT, make_imagefolder
 
 from lit_vision.data import ImageDataModule
 from lit_vision.data.policies import (
@@ -20,8 +20,6 @@ from lit_vision.data.policies import (
     trivial_augment_wide,
 )
 from lit_vision.data.transforms import BatchAugment
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def images(n: int = 6, seed: int = 0, size: int = 16) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import class_image, make_imagefolder
+from helpers import QUIET, class_image, make_imagefolder
 from PIL import Image
 
 from lit_vision.callbacks.prediction_writer import PredictionWriter
@@ -20,8 +20,6 @@ from lit_vision.models.checkpoints import load_classifier
 from lit_vision.models.ensemble import Ensemble
 from lit_vision.models.tta import TestTimeViews as TTAViews  # not collected as a test class
 from lit_vision.predict import main
-
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def train(

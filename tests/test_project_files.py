@@ -4,14 +4,12 @@ README's first lines."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from packaging.requirements import Requirement
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_license_is_an_spdx_string_the_build_backend_understands() -> None:

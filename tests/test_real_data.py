@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import REAL_CIFAR10
+from helpers import REAL_CIFAR10, ROOT
 
 from lit_vision.cli import main
 
 REAL = REAL_CIFAR10
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def subset(dst: Path, per_class: int) -> Path:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TrainBatchLog, folder_run_args
+from helpers import QUIET, TrainBatchLog, folder_run_args
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_vision.callbacks import AtomicCheckpointIO, CheckpointWriteError
 from lit_vision.cli import main
 
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 8
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUIET, ROOT
 
 from lit_vision.cli import main, run
 from lit_vision.models import WarmupCosineLR
 
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 8
 MAX_LR = 0.2  # configs/cifar10_compact.yaml: OneCycleLR(max_lr=0.2, pct_start=0.25)
 

@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
 from lit_vision.console import ADVERT_LOGGER, ModelSummary, _DropAdverts, quiet_lightning, use_model_summary
 from lit_vision.data.sources import decode_image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 #: what a plain fit printed before (issue 34), none of which the user can do anything about
 NOT_THE_USERS_BUSINESS = (

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import QUIET, REAL_CIFAR10
+from helpers import QUIET, REAL_CIFAR10, ROOT
 from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
@@ -28,7 +28,6 @@ from lit_vision.models import DecoupledSGD, ImageClassifier, TriangleLR, create_
 from lit_vision.models.airbench import PatchWhitening, dirac_init_
 from lit_vision.models.schedulers import build_scheduler, extend_kwargs
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL = REAL_CIFAR10
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ShardItemLog, make_imagefolder, make_torchvision_cifar10
+from helpers import ROOT, ShardItemLog, make_imagefolder, make_torchvision_cifar10
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from test_distributed import DDP_CPU, QUIET, read_ranks, run_train
 
@@ -22,7 +22,6 @@ from lit_vision.data.shard_format import INCOMPLETE_MARKER
 from lit_vision.data.shards import convert
 from lit_vision.data.splits import seeded_split
 
-ROOT = Path(__file__).resolve().parents[1]
 VAL_SIZE = 13  # 57 training images -> 44 train + 13 val; 21 test images: nothing divides evenly
 
 

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 import wandb
-from helpers import folder_run_args, read_wandb_records
+from helpers import ROOT, folder_run_args, read_wandb_records
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from lit_vision.cli import main
 from lit_vision.loggers import WandbLogger, wandb_online_possible
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
