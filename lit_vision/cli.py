@@ -376,19 +376,22 @@ def run() -> None:
     refused resumes end with one ``error:`` line and exit code 1, not a traceback."""
     try:
         main()
-    except (DatasetError, ScheduleChangeError, CheckpointError, CheckpointWriteError, ConfigError) as err:
+    except (
+        DatasetError,
+        ScheduleChangeError,
+        CheckpointError,
+        CheckpointWriteError,
+        ConfigError,
+        # Lightning's own refusal of a trainer setting: its message is the user's to read, its stack is not
+        MisconfigurationException,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except ValueError as err:
-        refusal = _config_error(err)
+        refusal = _config_error(err)  # a refusal that jsonargparse wrapped
         if refusal is None:
             raise
         print(f"error: {refusal}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except MisconfigurationException as err:
-        # Lightning's own refusal of a trainer setting (e.g. configs/trainer/gpu.yaml on a machine without
-        # a GPU): its message is the user's to read, its stack is not
-        print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except SIGTERMException:
         # Lightning ends a SIGTERM'd run with a bare SystemExit, i.e. exit status 0: a scheduler or script
