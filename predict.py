@@ -5,7 +5,7 @@
 the datamodule's split instead.
 """
 
-from lit_vision.predict import main
+from lit_vision.predict_images import main
 
 if __name__ == "__main__":
     main()

@@ -20,8 +20,8 @@ import torch
 from common import DEFAULT_DATA, add_device_argument, describe_device, synchronize
 
 from lit_vision.data import ImageDataModule
-from lit_vision.models.checkpoints import load_classifier, read_checkpoint
-from lit_vision.models.ensemble import Ensemble
+from lit_vision.models.inference.classifier_loading import load_classifier, read_checkpoint
+from lit_vision.models.inference.ensemble import Ensemble
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.models import ImageClassifier
-from lit_vision.models.checkpoints import load_classifier, save_classifier
-from lit_vision.predict import predict
+from lit_vision.models.inference.classifier_loading import load_classifier, save_classifier
+from lit_vision.predict_images import predict
 
 DEFAULT_IMAGES = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10" / "train" / "airplane"

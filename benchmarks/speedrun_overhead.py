@@ -31,7 +31,7 @@ from common import DEFAULT_DATA, StepTimer, add_device_argument, describe_device
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main
-from lit_vision.models.schedulers import build_scheduler
+from lit_vision.models.training.schedulers import build_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "speedrun" / "cifar10_94.yaml"

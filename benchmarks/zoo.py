@@ -21,7 +21,7 @@ import torch
 from common import add_device_argument, describe_device, synchronize
 
 from lit_vision.models import create_backbone, list_backbones
-from lit_vision.models.profiling import count_macs, count_params
+from lit_vision.models.inspection.profiling import count_macs, count_params
 
 
 def throughput(name: str, args: argparse.Namespace) -> float:

@@ -28,7 +28,7 @@ from torch import nn
 from lit_vision.cli import main as cli_main
 from lit_vision.data.sources import list_class_dirs
 from lit_vision.data.synthetic import make_imagefolder
-from lit_vision.models.checkpoints import load_classifier
+from lit_vision.models.inference.classifier_loading import load_classifier
 
 
 class TinyNet(nn.Module):

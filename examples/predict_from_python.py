@@ -7,7 +7,8 @@
 
 Any image file works: it is decoded as the training data was (8-bit RGB, shorter side resized to the model's
 input size, centre crop), scaled to [0, 1] and normalized with the training mean/std the checkpoint holds.
-For whole folders, ensembles, TTA and a summary, ``predict.py`` (``lit_vision.predict.predict``) does more.
+For whole folders, ensembles, TTA and a summary, ``predict.py`` (``lit_vision.predict_images.predict``)
+does more.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lit_vision.data.sources import IMAGE_EXTENSIONS, decode_image
-from lit_vision.models.checkpoints import load_classifier
+from lit_vision.models.inference.classifier_loading import load_classifier
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str, float]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 
-from lit_vision.models.checkpoints import TRUST_CHECKPOINT_HELP
+from lit_vision.models.inference.classifier_loading import TRUST_CHECKPOINT_HELP
 
 __all__ = ["add_checkpoint_arguments", "exit_on_error", "inference_precision", "runs_on_cuda"]
 

@@ -71,7 +71,7 @@ from lit_vision.errors import ConfigError
 from lit_vision.lightning_workarounds import LightningCLIHooks
 from lit_vision.loggers import CSVLogger, WandbLogger, WandbRunId
 from lit_vision.models import ImageClassifier, ScheduleChangeError
-from lit_vision.models.checkpoints import CheckpointError, read_checkpoint
+from lit_vision.models.inference.classifier_loading import CheckpointError, read_checkpoint
 from lit_vision.plugins import SyncBatchNorm
 
 __all__ = ["TRICK_KEYS", "LitVisionCLI", "main", "run"]

@@ -39,9 +39,8 @@ from torch import Tensor
 
 from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.data.files import collect_inputs
-from lit_vision.models.checkpoints import load_classifier
-from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.heatmaps import (
+from lit_vision.models.inference.classifier_loading import load_classifier
+from lit_vision.models.inference.heatmaps import (
     HEATMAP_METHODS,
     METHODS,
     Normalized,
@@ -54,7 +53,8 @@ from lit_vision.models.heatmaps import (
     overlay,
     top_activations,
 )
-from lit_vision.predict import predict_items
+from lit_vision.models.training.classifier import ImageClassifier
+from lit_vision.predict_images import predict_items
 
 __all__ = [
     "HEATMAP_METHODS",
@@ -77,10 +77,10 @@ __all__ = [
 class Explainer(L.LightningModule):
     """A checkpoint's classifier whose predict step also explains each batch.
 
-    ``lit_vision.predict.predict_items`` (the one inference loop) runs it like any model: the step returns
-    ``{"probs": (N, K), "maps": (N, H, W), "classes": (N,)}``; the ``PredictionWriter`` writes the CSV row of
-    each image from ``probs`` and :class:`OverlayWriter` the heatmap overlays. Grad-CAM and saliency
-    differentiate, so the loop runs with ``inference_mode=False`` and the step enables gradients.
+    ``lit_vision.predict_images.predict_items`` (the one inference loop) runs it like any model: the step
+    returns ``{"probs": (N, K), "maps": (N, H, W), "classes": (N,)}``; the ``PredictionWriter`` writes the
+    CSV row of each image from ``probs`` and :class:`OverlayWriter` the heatmap overlays. Grad-CAM and
+    saliency differentiate, so the loop runs with ``inference_mode=False`` and the step enables gradients.
 
     Args:
         model: the loaded classifier.
@@ -231,8 +231,8 @@ def explain(
     """Write ``<out>/<index>_<stem>_<method>_<class>.png`` overlays, ``<out>/predictions.csv`` (the
     prediction of every input, with its error if unreadable) and, with ``filters``,
     ``first_layer_filters.png``; return the image paths. ``trusted``: allow a checkpoint with pickled
-    objects (see ``lit_vision.models.checkpoints``); ``trainer_kwargs`` go to the Lightning Trainer
-    (``accelerator``, ``devices``, ``precision``)."""
+    objects (see ``lit_vision.models.inference.classifier_loading``); ``trainer_kwargs`` go to the Lightning
+    Trainer     (``accelerator``, ``devices``, ``precision``)."""
     model = load_classifier(ckpt, trusted)
     class_idx = None
     if class_name is not None:

@@ -6,7 +6,7 @@ safetensors with a model card.
 
 ``safetensors``: ``<out>.safetensors`` (weights and what rebuilds the model; loading runs no code, and
 ``predict.py --ckpt`` takes it) and ``<out>.md``, the model card (classes, input, the run's metrics and
-config). See ``lit_vision.models.weights``.
+config). See ``lit_vision.models.checkpoint_io.safetensors_file``.
 
 Input contract (``--input``): ``uint8`` (default), an (N, 3, S, S) tensor of raw RGB pixels 0..255, or
 ``float``, the same in [0, 1]; S is the training image size (stored in the checkpoint, 32 for CIFAR). Resize
@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from lit_vision.apps import add_checkpoint_arguments, exit_on_error
 from lit_vision.data.normalization import affine
-from lit_vision.models.checkpoints import load_classifier, read_checkpoint
-from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.weights import config_beside, write_model_card, write_weights
+from lit_vision.models.checkpoint_io.safetensors_file import config_beside, write_model_card, write_weights
+from lit_vision.models.inference.classifier_loading import load_classifier, read_checkpoint
+from lit_vision.models.training.classifier import ImageClassifier
 from lit_vision.progress import status
 
 __all__ = ["ExportWrapper", "export", "export_weights", "main"]
@@ -107,7 +107,7 @@ def export(
 ) -> Path:
     """Write the exported model (and ``<out>.classes.json``; for ``safetensors`` the model card, see
     :func:`export_weights`); return its path. ``trusted``: allow a checkpoint with pickled objects (see
-    ``lit_vision.models.checkpoints``)."""
+    ``lit_vision.models.inference.classifier_loading``)."""
     if fmt == "safetensors":
         return export_weights(ckpt, out, trusted)
     model = load_classifier(ckpt, trusted)

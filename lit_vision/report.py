@@ -43,9 +43,9 @@ from lit_vision.callbacks.wandb_media import confusion_matrix_figure
 from lit_vision.data.augmentation import augmented_views
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.data.sources import DatasetError
-from lit_vision.models.checkpoints import load_classifier, read_checkpoint
-from lit_vision.models.ensemble import Ensemble
-from lit_vision.predict import predict_items
+from lit_vision.models.inference.classifier_loading import load_classifier, read_checkpoint
+from lit_vision.models.inference.ensemble import Ensemble
+from lit_vision.predict_images import predict_items
 
 __all__ = [
     "evaluate",
@@ -84,7 +84,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Probabilities, targets and metrics of a labelled split, through predict.py's loop and writer (the
     per-image CSV goes to ``csv_path``); images are decoded again only for the figures that show them.
-    ``trusted``: allow checkpoints with pickled objects (see ``lit_vision.models.checkpoints``)."""
+    ``trusted``: allow checkpoints with pickled objects (see
+    ``lit_vision.models.inference.classifier_loading``)."""
     ensemble = Ensemble([load_classifier(c, trusted) for c in ckpts], tta=tta).eval()
     items = collect_inputs(inputs, ensemble.class_names, None if data_dir is None else Path(data_dir))
     if any(it.target is None for it in items):

@@ -1,7 +1,7 @@
 """Safe checkpoint loading: a crafted pickle runs no code unless the user opts in; broken files get a message.
 
 Every app that reads a checkpoint the user hands it (predict.py, report, explain, export) loads with
-``torch.load(weights_only=True)`` through ``lit_vision.models.checkpoints``.
+``torch.load(weights_only=True)`` through ``lit_vision.models.inference.classifier_loading``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 import torch
 from helpers import TinyNet, folder_run_args
 
-from lit_vision import cli, explain, export, predict, report
+from lit_vision import cli, explain, export, predict_images, report
 from lit_vision.models import ImageClassifier
-from lit_vision.models.checkpoints import (
+from lit_vision.models.inference.classifier_loading import (
     CheckpointError,
     UntrustedCheckpointError,
     load_classifier,
@@ -46,7 +46,7 @@ def crafted(tmp_path: Path) -> tuple[Path, Path]:
 
 
 APPS: dict[str, Callable[[list[str]], object]] = {
-    "predict": lambda args: predict.main(["nothing.png", "--out", "p.csv", *args]),
+    "predict": lambda args: predict_images.main(["nothing.png", "--out", "p.csv", *args]),
     "report": lambda args: report.main(["nothing/", *args]),
     "explain": lambda args: explain.main(["nothing.png", *args]),
     "export": lambda args: export.main(["--format", "torchscript", *args]),
@@ -102,7 +102,7 @@ def test_broken_files_get_a_message(tmp_path: Path, damage: str, capsys: pytest.
     with pytest.raises(CheckpointError, match=r"bad\.ckpt"):
         load_classifier(path)
     with pytest.raises(SystemExit) as stop:
-        predict.main(["nothing.png", "--ckpt", str(path), "--out", str(tmp_path / "p.csv")])
+        predict_images.main(["nothing.png", "--ckpt", str(path), "--out", str(tmp_path / "p.csv")])
     assert stop.value.code == 1 and capsys.readouterr().err.startswith("error: ")
 
 
@@ -175,7 +175,7 @@ def test_a_class_path_backbone_is_rebuilt_by_the_apps(
 
     monkeypatch.chdir(tmp_path)
     image = tiny_folder / "test" / "class_00"
-    predict.main([str(image), "--ckpt", str(best), "--out", "p.csv"])
+    predict_images.main([str(image), "--ckpt", str(best), "--out", "p.csv"])
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert len(rows) == 1 + len(list(image.iterdir()))
     export.main(["--ckpt", str(best), "--format", "torchscript", "--out", "m.pt"])

@@ -16,7 +16,7 @@ from helpers import QUIET, ROOT, make_imagefolder
 
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
-from lit_vision.predict import main as predict_main
+from lit_vision.predict_images import main as predict_main
 
 # the config as users run it on a machine without GPUs: sync_batchnorm is turned off there with a warning
 DDP_CPU = ["--config=configs/trainer/ddp.yaml", "--trainer.devices=2"]

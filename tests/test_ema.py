@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main
-from lit_vision.predict import main as predict_main
+from lit_vision.predict_images import main as predict_main
 
 
 class Regressor(L.LightningModule):

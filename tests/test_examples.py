@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_train_from_python_writes_a_checkpoint_and_metrics(trained: tuple[Path, Path]) -> None:
-    from lit_vision.models.checkpoints import load_classifier
+    from lit_vision.models.inference.classifier_loading import load_classifier
 
     data, out = trained
     assert sorted(p.name for p in (data / "train").iterdir()) == ["class_00", "class_01", "class_02"]

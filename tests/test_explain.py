@@ -16,8 +16,8 @@ from torch import nn
 
 from lit_vision.explain import HEATMAP_METHODS, feature_layers, heatmaps, main, top_activations
 from lit_vision.models import ImageClassifier
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.checkpoints import save_classifier
+from lit_vision.models.inference.classifier_loading import save_classifier
+from lit_vision.models.zoo.backbone import Backbone
 
 COLORS = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], np.uint8)
 SIGNAL = (slice(2, 14), slice(2, 14))  # rows, cols of the square that carries the class (top-left)

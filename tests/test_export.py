@@ -14,7 +14,7 @@ from PIL import Image
 
 from lit_vision.export import main
 from lit_vision.models import ImageClassifier, list_backbones
-from lit_vision.models.checkpoints import load_classifier, save_classifier
+from lit_vision.models.inference.classifier_loading import load_classifier, save_classifier
 
 ort = pytest.importorskip("onnxruntime")
 REAL = REAL_CIFAR10

@@ -13,7 +13,7 @@ from helpers import QUIET
 
 from lit_vision.cli import main
 from lit_vision.models import ImageClassifier, create_backbone
-from lit_vision.models.finetune import classifier_head, load_backbone_weights
+from lit_vision.models.training.pretrained import classifier_head, load_backbone_weights
 
 
 class Snapshots(L.Callback):

@@ -14,8 +14,8 @@ from torch.overrides import TorchFunctionMode
 
 from lit_vision.cli import main
 from lit_vision.models import ImageClassifier, create_backbone, list_backbones
-from lit_vision.models.checkpoints import load_classifier, save_classifier
-from lit_vision.predict import main as predict_main
+from lit_vision.models.inference.classifier_loading import load_classifier, save_classifier
+from lit_vision.predict_images import main as predict_main
 
 ZOO = [name for name in list_backbones() if not name.startswith(("torchvision/", "timm/"))]
 TRICKS = [f"--config={ROOT / 'configs/tricks' / name}.yaml" for name in ("ema", "mixing", "fgsm", "tta")]
@@ -77,7 +77,7 @@ def test_training_forward_uses_deterministic_kernels(name: str) -> None:
 
 
 def test_global_pool_is_the_adaptive_pool() -> None:
-    from lit_vision.models.layers import GlobalAvgPool2d
+    from lit_vision.models.zoo.layers import GlobalAvgPool2d
 
     x = torch.randn(3, 5, 7, 6)
     torch.testing.assert_close(GlobalAvgPool2d()(x), F.adaptive_avg_pool2d(x, 1))

@@ -83,7 +83,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_reader_sees_imports_of_every_kind() -> None:
     """The walk must see what it is meant to police: a function-level import and a relative one."""
     assert "lit_vision.data.streaming" in GRAPH["lit_vision.data.shards"]  # inside convert()
-    assert "lit_vision.models.finetune" in GRAPH["lit_vision.models.classifier"]  # inside setup()
+    classifier = GRAPH["lit_vision.models.training.classifier"]
+    assert "lit_vision.models.training.pretrained" in classifier  # inside setup()
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -105,3 +106,28 @@ def test_layers_import_one_way() -> None:
             if layer(name) == "callbacks" and layer(target) in ("compare", "cli"):
                 wrong.append(f"{name} -> {target}")
     assert wrong == []
+
+
+# models/ by concern, lowest first: each sub-package imports only those before it (and itself).
+MODEL_PACKAGES = ["zoo", "checkpoint_io", "training", "inference", "inspection"]
+
+
+def test_model_subpackages_import_one_way() -> None:
+    def package(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if name.startswith("lit_vision.models.") and parts[2] in MODEL_PACKAGES else None
+
+    wrong = [
+        f"{name} -> {target}"
+        for name, targets in GRAPH.items()
+        for target in targets
+        if package(name)
+        and package(target)
+        and MODEL_PACKAGES.index(package(target)) > MODEL_PACKAGES.index(package(name))
+    ]
+    assert wrong == []
+    # every module of models/ sits in one of them (the package's __init__ and __main__ aside)
+    loose = [n for n in MODULES if n.startswith("lit_vision.models.") and n.count(".") == 2]
+    assert sorted(loose) == sorted(
+        ["lit_vision.models.__main__", *(f"lit_vision.models.{p}" for p in MODEL_PACKAGES)]
+    )

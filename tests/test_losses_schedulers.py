@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LRSchedulerCallable
 
 from lit_vision.models import SoftTargetCrossEntropy, WarmupCosineLR
-from lit_vision.models.schedulers import build_scheduler
+from lit_vision.models.training.schedulers import build_scheduler
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])

@@ -12,7 +12,7 @@ from helpers import quiet_trainer
 from lit_vision.callbacks import MixUpCutMix
 from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
-from lit_vision.models.losses import SoftTargetCrossEntropy
+from lit_vision.models.training.losses import SoftTargetCrossEntropy
 
 
 def batch(n: int = 7, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

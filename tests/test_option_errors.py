@@ -26,8 +26,8 @@ from lit_vision.cli import run
 from lit_vision.data import ImageDataModule
 from lit_vision.errors import ConfigError
 from lit_vision.models import create_backbone
-from lit_vision.models.losses import SoftTargetCrossEntropy
-from lit_vision.models.tta import TestTimeViews as TTAViews
+from lit_vision.models.inference.test_time_views import TestTimeViews as TTAViews
+from lit_vision.models.training.losses import SoftTargetCrossEntropy
 
 #: a run that got past the checks trains one step (today's behaviour for some values: the test then fails)
 ONE_STEP = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1"]

@@ -16,10 +16,12 @@ from PIL import Image
 from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.cli import main as cli_main
 from lit_vision.data.files import PredictDataset, collect_inputs
-from lit_vision.models.checkpoints import load_classifier
-from lit_vision.models.ensemble import Ensemble
-from lit_vision.models.tta import TestTimeViews as TTAViews  # not collected as a test class
-from lit_vision.predict import main
+from lit_vision.models.inference.classifier_loading import load_classifier
+from lit_vision.models.inference.ensemble import Ensemble
+from lit_vision.models.inference.test_time_views import (
+    TestTimeViews as TTAViews,  # not collected as a test class
+)
+from lit_vision.predict_images import main
 
 
 def train(
@@ -324,7 +326,7 @@ def test_predict_picks_its_defaults_from_the_device(
 ) -> None:
     """What predict.py does with its defaults on CPU and, with the device answers faked, on CUDA (the run
     itself stays on CPU): precision, pinned batches, and the TTA chunk (one pass per batch on CUDA)."""
-    import lit_vision.predict as app
+    import lit_vision.predict_images as app
 
     seen: dict[str, object] = {}
     loader, ensemble = app.DataLoader, app.Ensemble

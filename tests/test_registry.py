@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lit_vision.models import create_backbone, list_backbones, register_backbone
-from lit_vision.models.profiling import count_params
-from lit_vision.models.registry import _BACKBONES
+from lit_vision.models.inspection.profiling import count_params
+from lit_vision.models.zoo.registry import _BACKBONES
 
 
 def test_compact_design() -> None:

@@ -11,7 +11,7 @@ from helpers import make_imagefolder
 from test_predict import train
 from torchmetrics.classification import MulticlassCalibrationError
 
-from lit_vision.predict import main as predict_main
+from lit_vision.predict_images import main as predict_main
 from lit_vision.report import main, reliability_bins
 
 

@@ -280,3 +280,25 @@ def test_test_with_a_checkpoint_rebuilds_the_model_from_it_alone(tiny_folder: Pa
     ])  # fmt: skip
     assert tested.model.hparams.backbone_kwargs == {"width": 1.5}
     assert tested.model.hparams.label_smoothing == 0.2
+
+
+def test_changed_settings_compare_classes_by_name_not_module_path() -> None:
+    """A checkpoint written before a module moved (``lit_vision.models.schedulers`` ->
+    ``lit_vision.models.training.schedulers``) resumes as the same scheduler; another class or value does not."""
+    from lit_vision.models.training.schedule_resume import changed_settings
+
+    then = {
+        "optimizer": {"class": "torch.optim.sgd.SGD", "args": {"lr": 0.1}},
+        "scheduler": {"class": "lit_vision.models.schedulers.WarmupCosineLR", "args": {}},
+    }
+    now = {
+        "optimizer": {"class": "torch.optim.sgd.SGD", "args": {"lr": 0.1}},
+        "scheduler": {"class": "lit_vision.models.training.schedulers.WarmupCosineLR", "args": {}},
+    }
+    assert changed_settings(then, now) == []
+    now["scheduler"]["class"] = "torch.optim.lr_scheduler.OneCycleLR"
+    now["optimizer"]["args"]["lr"] = 0.2
+    assert changed_settings(then, now) == [
+        "optimizer.lr: 0.1 -> 0.2",
+        "scheduler: lit_vision.models.schedulers.WarmupCosineLR -> torch.optim.lr_scheduler.OneCycleLR",
+    ]

@@ -25,8 +25,8 @@ from lit_vision.callbacks import TestTimeAugmentation as TTACallback  # not coll
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
 from lit_vision.models import DecoupledSGD, ImageClassifier, TriangleLR, create_backbone
-from lit_vision.models.airbench import PatchWhitening, dirac_init_
-from lit_vision.models.schedulers import build_scheduler, extend_kwargs
+from lit_vision.models.training.schedulers import build_scheduler, extend_kwargs
+from lit_vision.models.zoo.airbench import PatchWhitening, dirac_init_
 
 REAL = REAL_CIFAR10
 

@@ -268,7 +268,7 @@ def test_damaged_shards_give_clear_errors(converted, tmp_path: Path) -> None:
 
 def test_litdata_is_imported_only_for_streaming() -> None:
     code = (
-        "import sys, lit_vision.cli, lit_vision.data, lit_vision.predict\n"
+        "import sys, lit_vision.cli, lit_vision.data, lit_vision.predict_images\n"
         "from lit_vision.data import ImageDataModule\n"
         "ImageDataModule()\n"
         "assert 'litdata' not in sys.modules, 'litdata imported by the memory back-end'"

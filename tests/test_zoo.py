@@ -11,9 +11,9 @@ from torchvision.ops import DropBlock2d, StochasticDepth
 
 from lit_vision.explain import class_activation_map
 from lit_vision.models import create_backbone, list_backbones
-from lit_vision.models.layers import ACTIVATIONS, BlurPool2d, get_activation
-from lit_vision.models.profiling import count_macs, count_params
-from lit_vision.models.registry import _BACKBONES
+from lit_vision.models.inspection.profiling import count_macs, count_params
+from lit_vision.models.zoo.layers import ACTIVATIONS, BlurPool2d, get_activation
+from lit_vision.models.zoo.registry import _BACKBONES
 
 # Reference sizes (10 classes) from the model-zoo issue and the allowed relative deviation: round figures
 # within 15%, ResNets within 10%, the compact CNN exact, cbam_resnet within 1% of the reference model.
@@ -149,7 +149,7 @@ def test_stn_starts_as_identity() -> None:
 
 
 def test_gapawarenet_components() -> None:
-    from lit_vision.models.gapawarenet import ConvNeXtBlock, CoordConvStem, PooledSelfAttention
+    from lit_vision.models.zoo.gapawarenet import ConvNeXtBlock, CoordConvStem, PooledSelfAttention
 
     model = create_backbone("gapawarenet", num_classes=10, dilated=True, skip_connections=True)
     stages_with_attention = [

@@ -10,7 +10,7 @@ from torch import nn
 
 from lit_vision.models import create_backbone, list_backbones
 from lit_vision.models.__main__ import main
-from lit_vision.models.receptive_field import format_receptive_field, receptive_field
+from lit_vision.models.inspection.receptive_field import format_receptive_field, receptive_field
 
 
 def test_receptive_field_of_the_compact_cnn() -> None:

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import BackboneFinetuning
 from torch.nn.parallel import DistributedDataParallel
 
-from lit_vision.models.finetune import classifier_head
+from lit_vision.models.training.pretrained import classifier_head
 
 __all__ = ["HeadFirstFinetuning"]
 

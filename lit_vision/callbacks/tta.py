@@ -1,13 +1,13 @@
 """Test-time augmentation as a callback: ``test`` and ``predict`` average the model over the views of
-:class:`lit_vision.models.tta.TestTimeViews` (flips and translations, airbench's TTA); validation stays a
-plain forward (cheap, comparable across epochs).
+:class:`lit_vision.models.inference.test_time_views.TestTimeViews` (flips and translations, airbench's
+TTA); validation stays a plain forward (cheap, comparable across epochs).
 """
 
 from __future__ import annotations
 
 import lightning as L
 
-from lit_vision.models.tta import TestTimeViews, TTAView
+from lit_vision.models.inference.test_time_views import TestTimeViews, TTAView
 
 __all__ = ["TTAView", "TestTimeAugmentation"]
 
@@ -15,8 +15,8 @@ __all__ = ["TTAView", "TestTimeAugmentation"]
 class TestTimeAugmentation(TestTimeViews, L.Callback):
     """Average the model's probabilities over flipped and translated views in ``test`` and ``predict``.
 
-    Takes :class:`~lit_vision.models.tta.TestTimeViews`'s arguments (``hflip``, ``translate``,
-    ``translate_weight``, ``max_batch``, ``average``).
+    Takes :class:`~lit_vision.models.inference.test_time_views.TestTimeViews`'s arguments (``hflip``,
+    ``translate``, ``translate_weight``, ``max_batch``, ``average``).
     """
 
     _option_prefix = "--tta.init_args."  # refused values are named as the CLI's trick key spells them

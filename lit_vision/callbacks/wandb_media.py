@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 
 from lit_vision.data.normalization import denormalize
 from lit_vision.errors import ConfigError
-from lit_vision.models.heatmaps import HEATMAP_METHODS, heatmaps, overlay
+from lit_vision.models.inference.heatmaps import HEATMAP_METHODS, heatmaps, overlay
 
 __all__ = ["WandbMediaLogger", "confusion_matrix_figure"]
 

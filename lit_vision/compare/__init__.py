@@ -9,7 +9,7 @@ from lit_vision.compare.campaign import Campaign, CampaignError, Cell, Technique
 from lit_vision.compare.readme import ReadmeError, update_readme
 from lit_vision.compare.runner import run_campaign
 from lit_vision.compare.stats import compare_to_baseline
-from lit_vision.compare.summary import render_tables, write_report
+from lit_vision.compare.summary import render_tables, write_campaign_summary
 
 __all__ = [
     "Campaign",
@@ -21,5 +21,5 @@ __all__ = [
     "render_tables",
     "run_campaign",
     "update_readme",
-    "write_report",
+    "write_campaign_summary",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from lit_vision.compare.campaign import PRESETS, Campaign, CampaignError
 from lit_vision.compare.readme import DEFAULT_PAGE, ReadmeError, update_readme
 from lit_vision.compare.runner import cell_command, run_campaign
-from lit_vision.compare.summary import write_report
+from lit_vision.compare.summary import write_campaign_summary
 
 __all__ = ["main"]
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             campaign = (
                 Campaign.from_file(out / "campaign.yaml") if (out / "campaign.yaml").is_file() else None
             )
-            print(write_report(out, campaign))
+            print(write_campaign_summary(out, campaign))
             return 0
         args = _run_parser().parse_args(argv)
         campaign = _campaign(args)

@@ -30,7 +30,7 @@ import yaml
 __all__ = ["DEFAULT_ACTIVATIONS", "PRESETS", "Campaign", "CampaignError", "Cell", "Technique"]
 
 PRESETS = ("grid", "architectures", "techniques", "activations", "full")
-#: the activations every backbone with an ``act`` argument takes (lit_vision.models.layers.ACTIVATIONS)
+#: the activations every backbone with an ``act`` argument takes (lit_vision.models.zoo.layers.ACTIVATIONS)
 DEFAULT_ACTIVATIONS = ["relu", "gelu", "silu", "mish", "leaky_relu"]
 #: where a technique name is looked up, in order: configs/<folder>/<name>.yaml
 TECHNIQUE_FOLDERS = ("tricks", "recipes", "ablations", "augment")

@@ -212,7 +212,7 @@ def _size(run_dir: Path) -> tuple[int | None, int | None]:
     import torch
 
     from lit_vision.models import create_backbone
-    from lit_vision.models.profiling import count_macs, count_params
+    from lit_vision.models.inspection.profiling import count_macs, count_params
 
     checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     hparams = checkpoint.get("hyper_parameters", {})
@@ -313,7 +313,7 @@ def run_campaign(
     ``gpus``: GPU indices to run on, one cell per GPU at a time; ``None`` or empty: one cell at a time on
     the CPU. ``command``: how the campaign was started, recorded for docs/results.md.
     """
-    from lit_vision.compare.summary import write_report
+    from lit_vision.compare.summary import write_campaign_summary
 
     out = results_root / campaign.name
     out.mkdir(parents=True, exist_ok=True)
@@ -396,7 +396,7 @@ def run_campaign(
                     continue
                 row = _collect(campaign, job, out)
                 append_row(results_file, row)
-                write_report(out, campaign)
+                write_campaign_summary(out, campaign)
                 finished += 1
                 durations.append(row["wall_s"])
                 left = total - finished - len(failures)
@@ -414,6 +414,6 @@ def run_campaign(
             f"{len(failures)} run(s) failed: {', '.join(failures)}. Fix the cause and start the campaign "
             "again: finished runs are skipped, failed ones resume from their last checkpoint."
         )
-    write_report(out, campaign)  # also when nothing ran: a changed baseline or column shows at once
+    write_campaign_summary(out, campaign)  # also when nothing ran: a changed baseline or column shows at once
     log(f"{campaign.name}: all {total} runs done; see {out / 'summary.md'}")
     return out

@@ -11,7 +11,7 @@ from lit_vision.compare.plots import write_plots
 from lit_vision.compare.results import read_rows
 from lit_vision.compare.stats import aggregate, compare_to_baseline
 
-__all__ = ["render_tables", "write_report"]
+__all__ = ["render_tables", "write_campaign_summary"]
 
 
 def _pct(value: float | None, std: float | None = None) -> str:
@@ -111,7 +111,7 @@ def _context(out_dir: Path, rows: list[dict[str, str]]) -> str:
     return "\n\n".join(lines) + ("\n" if lines else "")
 
 
-def write_report(out_dir: Path, campaign: Any = None) -> Path:
+def write_campaign_summary(out_dir: Path, campaign: Any = None) -> Path:
     """(Re)write ``summary.md`` and the plots of ``out_dir`` from its ``results.csv``."""
 
     rows = read_rows(out_dir / "results.csv")

@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from lit_vision.models import ImageClassifier, create_backbone, list_backbones
-from lit_vision.models.profiling import count_macs, count_params
-from lit_vision.models.receptive_field import format_receptive_field, receptive_field
+from lit_vision.models.inspection.profiling import count_macs, count_params
+from lit_vision.models.inspection.receptive_field import format_receptive_field, receptive_field
 
 __all__ = ["main"]
 

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lit_vision.models.layers import own_forward_batchnorms
+from lit_vision.models.zoo.layers import own_forward_batchnorms
 
 __all__ = ["SyncBatchNorm"]
 

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from lit_vision.models.factory_args import bound_or_default, factory_target, left_unset
+from lit_vision.models.training.factory_args import bound_or_default, factory_target, left_unset
 
 __all__ = ["TriangleLR", "WarmupCosineLR", "build_scheduler", "extend_kwargs", "fills_total_steps"]
 

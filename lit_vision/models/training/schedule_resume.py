@@ -15,8 +15,8 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_vision.models.factory_args import factory_settings
-from lit_vision.models.schedulers import build_scheduler, extend_kwargs
+from lit_vision.models.training.factory_args import factory_settings
+from lit_vision.models.training.schedulers import build_scheduler, extend_kwargs
 
 __all__ = [
     "ScheduleChangeError",
@@ -46,7 +46,9 @@ def changed_settings(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     changes = []
     for section in ("optimizer", "scheduler"):
         old, new = then.get(section) or {}, now.get(section) or {}
-        if old.get("class") != new.get("class"):
+        # Classes compare by name: a module path may move between versions (lit_vision's own did) while
+        # the optimizer stays the same; two different optimizers of one name in one run are not a use case.
+        if str(old.get("class")).rpartition(".")[2] != str(new.get("class")).rpartition(".")[2]:
             changes.append(f"{section}: {old.get('class')} -> {new.get('class')}")
             continue
         old_args, new_args = old.get("args", {}), new.get("args", {})

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_vision.models.checkpoint_reading import read_checkpoint
+from lit_vision.models.checkpoint_io.reading import read_checkpoint
 
 __all__ = ["classifier_head", "load_backbone_weights"]
 

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import BlurPool2d, GlobalAvgPool2d, conv_norm_act, get_activation
-from lit_vision.models.registry import register_variant
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import BlurPool2d, GlobalAvgPool2d, conv_norm_act, get_activation
+from lit_vision.models.zoo.registry import register_variant
 
 __all__ = [
     "ConvNeXtBlock",

@@ -26,16 +26,16 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_vision.data.normalization import normalize
 from lit_vision.errors import ConfigError
 from lit_vision.lightning_workarounds import attached_trainer, estimated_stepping_batches
-from lit_vision.models.factory_args import left_unset
-from lit_vision.models.layers import own_forward_batchnorms
-from lit_vision.models.losses import SoftTargetCrossEntropy
-from lit_vision.models.metrics import DeviceMean
-from lit_vision.models.nonfinite import NonFiniteGuard, where
-from lit_vision.models.param_groups import build_optimizer, check_learning_rates, parameter_groups
-from lit_vision.models.registry import create_backbone
-from lit_vision.models.schedule_resume import ScheduleChangeError, ScheduleResume, optimizer_settings
-from lit_vision.models.schedulers import build_scheduler, fills_total_steps
-from lit_vision.models.sync_batchnorm_checks import check_sync_batchnorm
+from lit_vision.models.training.factory_args import left_unset
+from lit_vision.models.training.losses import SoftTargetCrossEntropy
+from lit_vision.models.training.metrics import DeviceMean
+from lit_vision.models.training.nonfinite import NonFiniteGuard, where
+from lit_vision.models.training.param_groups import build_optimizer, check_learning_rates, parameter_groups
+from lit_vision.models.training.schedule_resume import ScheduleChangeError, ScheduleResume, optimizer_settings
+from lit_vision.models.training.schedulers import build_scheduler, fills_total_steps
+from lit_vision.models.training.sync_batchnorm_checks import check_sync_batchnorm
+from lit_vision.models.zoo.layers import own_forward_batchnorms
+from lit_vision.models.zoo.registry import create_backbone
 from lit_vision.seeding import run_seed
 
 __all__ = ["ImageClassifier", "ScheduleChangeError", "TrainBatchTransform"]
@@ -244,7 +244,7 @@ class ImageClassifier(L.LightningModule):
             self.input_size = int(datamodule.input_size)
         pretrained = self.hparams.get("pretrained_weights")
         if stage == "fit" and pretrained and getattr(self.trainer, "ckpt_path", None) is None:
-            from lit_vision.models.finetune import load_backbone_weights
+            from lit_vision.models.training.pretrained import load_backbone_weights
 
             report = load_backbone_weights(self.backbone, pretrained)
             new_head = f"; new head: {', '.join(report['new_head'])}" if report["new_head"] else ""
@@ -258,7 +258,7 @@ class ImageClassifier(L.LightningModule):
             self.init_backbone_from_data(datamodule)
 
     def init_backbone_from_data(self, datamodule: Any) -> None:
-        """The backbone's data-dependent initialization (see ``lit_vision.models.backbone``) from a set-up
+        """The backbone's data-dependent initialization (see ``lit_vision.models.zoo.backbone``) from a set-up
         lit_vision datamodule; ``fit`` calls it when it starts from scratch. It normalizes with
         ``input_mean``/``input_std``, which ``setup`` copies from the datamodule first."""
         count = int(getattr(self.backbone, "data_init_images", 5000))
@@ -400,7 +400,7 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ optimization
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The trainable parameters in optimizer groups (``lit_vision.models.param_groups``)."""
+        """The trainable parameters in optimizer groups (``lit_vision.models.training.param_groups``)."""
         return parameter_groups(
             self,
             decay_all=bool(self.hparams.weight_decay_norm_and_bias),

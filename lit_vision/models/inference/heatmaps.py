@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.finetune import classifier_head
+from lit_vision.models.training.classifier import ImageClassifier
+from lit_vision.models.training.pretrained import classifier_head
 
 __all__ = [
     "HEATMAP_METHODS",

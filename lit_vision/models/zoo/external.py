@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lit_vision.errors import ConfigError
-from lit_vision.models.backbone import Backbone
+from lit_vision.models.zoo.backbone import Backbone
 
 __all__ = ["TorchvisionBackbone", "create_timm_backbone", "create_torchvision_backbone"]
 

@@ -1,11 +1,12 @@
 """Reading and writing ``ImageClassifier`` checkpoints outside a Trainer (predict, report, explain, export).
 
-Files are read by :func:`~lit_vision.models.checkpoint_reading.read_checkpoint` (re-exported here). Loading is
-safe by default: ``torch.load(weights_only=True)`` unpickles tensors, containers and plain values
-only, so a crafted file cannot run code (``.safetensors`` weights from ``lit_vision.models.weights`` hold no
-pickle at all). Every checkpoint this project writes loads that way. A file that
-needs more (pickled Python objects) is refused with the reason; ``trusted=True`` (the apps'
-``--trust-checkpoint``) loads it with full unpickling, for files whose origin the user trusts.
+Files are read by :func:`~lit_vision.models.checkpoint_io.reading.read_checkpoint` (re-exported here).
+Loading is safe by default: ``torch.load(weights_only=True)`` unpickles tensors, containers and plain values
+only, so a crafted file cannot run code (``.safetensors`` weights from
+``lit_vision.models.checkpoint_io.safetensors_file`` hold no pickle at all). Every checkpoint this project
+writes loads that way. A file that needs more (pickled Python objects) is refused with the reason;
+``trusted=True`` (the apps' ``--trust-checkpoint``) loads it with full unpickling, for files whose origin
+the user trusts.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import lightning as L
 import torch
 from jsonargparse import ArgumentParser
 
-from lit_vision.models.checkpoint_reading import (
+from lit_vision.models.checkpoint_io.reading import (
     TRUST_CHECKPOINT_HELP,
     CheckpointError,
     UntrustedCheckpointError,
     read_checkpoint,
 )
-from lit_vision.models.classifier import ImageClassifier
+from lit_vision.models.training.classifier import ImageClassifier
 
 __all__ = [
     "TRUST_CHECKPOINT_HELP",

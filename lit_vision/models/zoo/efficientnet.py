@@ -18,9 +18,9 @@ import math
 from torch import Tensor, nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import GlobalAvgPool2d, conv_norm_act, get_activation
-from lit_vision.models.registry import register_variant
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import GlobalAvgPool2d, conv_norm_act, get_activation
+from lit_vision.models.zoo.registry import register_variant
 
 __all__ = ["CifarEfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_tiny"]
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torchvision.ops import DropBlock2d, StochasticDepth
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import GlobalAvgPool2d, get_activation
-from lit_vision.models.registry import register_variant
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import GlobalAvgPool2d, get_activation
+from lit_vision.models.zoo.registry import register_variant
 
 __all__ = [
     "BasicBlock",

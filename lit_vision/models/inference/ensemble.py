@@ -15,8 +15,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from lit_vision.models.classifier import ImageClassifier
-from lit_vision.models.tta import TestTimeViews
+from lit_vision.models.inference.test_time_views import TestTimeViews
+from lit_vision.models.training.classifier import ImageClassifier
 
 __all__ = ["Ensemble"]
 
@@ -25,7 +25,7 @@ class Ensemble(L.LightningModule):
     """Mean probability of several classifiers (same classes, same input size) on uint8 batches.
 
     Args:
-        members: the classifiers (``lit_vision.models.checkpoints.load_classifier``).
+        members: the classifiers (``lit_vision.models.inference.classifier_loading.load_classifier``).
         tta: average each member over the default ``TestTimeViews``.
         tta_max_batch: most images per forward pass under ``tta`` (views x batch is chunked to it).
         tta_threshold: confidence-adaptive TTA: the views run only for images whose plain prediction (the

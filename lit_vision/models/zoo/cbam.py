@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import GlobalAvgPool2d, conv_norm_act, get_activation
-from lit_vision.models.registry import register_variant
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import GlobalAvgPool2d, conv_norm_act, get_activation
+from lit_vision.models.zoo.registry import register_variant
 
 __all__ = ["CBAM", "CBAMBlock", "CBAMResNet", "cbam_resnet"]
 

@@ -33,9 +33,9 @@ from lit_vision.apps import add_checkpoint_arguments, exit_on_error, inference_p
 from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.data.files import PredictDataset, PredictItem, collect_inputs
 from lit_vision.data.sources import DatasetError
-from lit_vision.models.checkpoints import load_classifier
-from lit_vision.models.ensemble import Ensemble
-from lit_vision.models.tta import TestTimeViews
+from lit_vision.models.inference.classifier_loading import load_classifier
+from lit_vision.models.inference.ensemble import Ensemble
+from lit_vision.models.inference.test_time_views import TestTimeViews
 
 __all__ = ["build_parser", "main", "predict", "predict_items"]
 
@@ -152,7 +152,8 @@ def predict(
     **trainer_kwargs: Any,
 ) -> dict[str, Any]:
     """Write the prediction CSV; return the summary (images, failed, labelled, accuracy, precision).
-    ``trust_checkpoint`` allows checkpoints with pickled objects (see ``lit_vision.models.checkpoints``).
+    ``trust_checkpoint`` allows checkpoints with pickled objects (see
+    ``lit_vision.models.inference.classifier_loading``).
     ``tta_batch``: images per forward pass under ``tta``; ``None``: 256 on CPU, a whole batch's views on
     CUDA. ``tta_threshold``: see :class:`Ensemble`. ``topk``, ``file_format``, ``probs``: see
     :class:`PredictionWriter`. ``precision="auto"`` in ``trainer_kwargs``: see

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lit_vision.errors import ConfigError
-from lit_vision.models.factory_args import left_unset
+from lit_vision.models.training.factory_args import left_unset
 
 __all__ = ["build_optimizer", "check_learning_rates", "parameter_groups"]
 

@@ -33,9 +33,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import get_activation
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import get_activation
+from lit_vision.models.zoo.registry import register_backbone
 
 __all__ = ["AirbenchNet", "PatchWhitening", "airbench94", "dirac_init_"]
 
@@ -139,7 +139,7 @@ class AirbenchNet(Backbone):
         bn_momentum: BatchNorm momentum in PyTorch's convention (the paper's 0.6 is 1 - 0.4).
         bn_eps: BatchNorm epsilon.
         logit_scale: multiplies the logits (a fixed temperature).
-        act: activation (``gelu`` in the paper; any name of ``lit_vision.models.layers.ACTIVATIONS``).
+        act: activation (``gelu`` in the paper; any name of ``lit_vision.models.zoo.layers.ACTIVATIONS``).
     """
 
     def __init__(

@@ -1,13 +1,15 @@
 """Reading a checkpoint file safely: the one place that unpickles a file the user hands over.
 
 Loading is safe by default: ``torch.load(weights_only=True)`` unpickles tensors, containers and plain values
-only, so a crafted file cannot run code (``.safetensors`` weights from ``lit_vision.models.weights`` hold no
-pickle at all). Every checkpoint this project writes loads that way. A file that
-needs more (pickled Python objects) is refused with the reason; ``trusted=True`` (the apps'
-``--trust-checkpoint``) loads it with full unpickling, for files whose origin the user trusts.
+only, so a crafted file cannot run code (``.safetensors`` weights from
+``lit_vision.models.checkpoint_io.safetensors_file`` hold no pickle at all). Every checkpoint this project
+writes loads that way. A file that needs more (pickled Python objects) is refused with the reason;
+``trusted=True`` (the apps' ``--trust-checkpoint``) loads it with full unpickling, for files whose origin
+the user trusts.
 
-It knows nothing of the model: ``lit_vision.models.checkpoints`` builds an ``ImageClassifier`` from what this
-reads, and ``lit_vision.models.finetune`` takes backbone weights from it.
+It knows nothing of the model: ``lit_vision.models.inference.classifier_loading`` builds an
+``ImageClassifier`` from what this reads, and ``lit_vision.models.training.pretrained`` takes backbone
+weights from it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def read_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist.")
     if path.suffix == ".safetensors":  # tensors and text only: safe without any opt-in
-        from lit_vision.models.weights import read_weights
+        from lit_vision.models.checkpoint_io.safetensors_file import read_weights
 
         try:
             return read_weights(path)

@@ -81,11 +81,11 @@ def create_backbone(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         ConfigError: (a ``ValueError``) for an unknown name; the message lists the closest registered names.
     """
     if name.startswith("torchvision/"):
-        from lit_vision.models.external import create_torchvision_backbone
+        from lit_vision.models.zoo.external import create_torchvision_backbone
 
         return create_torchvision_backbone(name.removeprefix("torchvision/"), num_classes, **kwargs)
     if name.startswith("timm/"):
-        from lit_vision.models.external import create_timm_backbone
+        from lit_vision.models.zoo.external import create_timm_backbone
 
         return create_timm_backbone(name.removeprefix("timm/"), num_classes, **kwargs)
     if name not in _BACKBONES:

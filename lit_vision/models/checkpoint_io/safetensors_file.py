@@ -139,7 +139,7 @@ def write_model_card(
         "```",
         "",
         "```python",
-        "from lit_vision.models.checkpoints import load_classifier",
+        "from lit_vision.models.inference.classifier_loading import load_classifier",
         "",
         f'model = load_classifier("{weights.name}")  # eval mode, on CPU',
         "```",

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_vision.models.backbone import Backbone
-from lit_vision.models.layers import GlobalAvgPool2d
-from lit_vision.models.registry import register_backbone
+from lit_vision.models.zoo.backbone import Backbone
+from lit_vision.models.zoo.layers import GlobalAvgPool2d
+from lit_vision.models.zoo.registry import register_backbone
 
 __all__ = ["CompactCNN", "compact_cifar"]
 
