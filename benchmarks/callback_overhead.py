@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from common import StepTimer, add_data_arguments, load_data, synchronize
+from common import StepTimer, add_data_arguments, load_data, synchronize, timed_trainer
 from fit_overhead import make_model
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, TestTimeAugmentation
@@ -38,17 +38,7 @@ VARIANTS: dict[str, Callable[[], list[L.Callback]]] = {
 
 def seconds_per_step(dm: ImageDataModule, args: argparse.Namespace, callbacks: list[L.Callback]) -> float:
     timer = StepTimer(args.warmup, args.device)
-    trainer = L.Trainer(
-        max_steps=args.steps,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        callbacks=[timer, *callbacks],
-        accelerator=args.device,
-        devices=1,
-    )
+    trainer = timed_trainer(args, [timer, *callbacks])
     trainer.fit(make_model(args), datamodule=dm)
     return (timer.end - timer.start) / (args.steps - args.warmup)
 

@@ -1,5 +1,6 @@
 """Set-up shared by the benchmark scripts: the data (real CIFAR-10 JPEGs or generated images), the device
-(``--device cpu|cuda``) and a timer that synchronizes with it.
+(``--device cpu|cuda``), a timer that synchronizes with it, the Trainer a timed Lightning run uses and the
+batches of the hand-written loops Lightning is compared with.
 
 Scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.path`` and they import it as
 ``common``.
@@ -9,22 +10,27 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
 from lit_vision.data import ImageDataModule
 from lit_vision.data.synthetic import make_imagefolder
 
 __all__ = [
     "DEFAULT_DATA",
+    "PlainLoop",
     "StepTimer",
     "add_data_arguments",
     "add_device_argument",
     "describe_device",
     "load_data",
     "synchronize",
+    "timed_trainer",
 ]
 
 #: the real CIFAR-10 training JPEGs beside the checkout (``../shared/data/cifar10``)
@@ -104,3 +110,56 @@ class StepTimer(L.Callback):
         if trainer.global_step >= trainer.max_steps > 0:  # the last step: wait for its kernels
             synchronize(self.device)
         self.end = time.perf_counter()
+
+
+def timed_trainer(args: argparse.Namespace, callbacks: list[L.Callback], logger: Any = False) -> L.Trainer:
+    """A Trainer for ``args.steps`` training steps on ``args.device`` and nothing else (no validation,
+    checkpoints, progress bar or model summary), with ``callbacks`` (a :class:`StepTimer` among them)."""
+    return L.Trainer(
+        max_steps=args.steps,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=logger,
+        callbacks=callbacks,
+        accelerator=args.device,
+        devices=1,
+    )
+
+
+class PlainLoop:
+    """The batches of a hand-written training loop over one split held on the device, and its clock.
+
+    Iterating yields ``(step, epoch, indices)`` for ``steps`` batches of ``batch_size`` indices (0-based
+    steps; a fresh random order every epoch, its last partial batch dropped, as Lightning's side does); the
+    clock starts at step ``warmup``, after a device synchronization. :meth:`images_per_second` ends it.
+    """
+
+    def __init__(self, dm: Any, args: argparse.Namespace) -> None:
+        train = dm.split("train")
+        # on the device once, as ``load_data`` keeps them for Lightning's side (``data.device_resident``)
+        self.images, self.targets = train.images.to(args.device), train.targets.to(args.device)
+        self.indices = train.indices.to(args.device)
+        self.batch_size, self.device = args.batch_size, args.device
+        self.steps, self.warmup = args.steps, args.warmup
+        self.start = 0.0
+
+    def __iter__(self) -> Iterator[tuple[int, int, Tensor]]:
+        step, epoch = 0, 0
+        while step < self.steps:
+            perm = self.indices[torch.randperm(len(self.indices), device=self.device)]
+            for i in range(len(perm) // self.batch_size):
+                if step == self.warmup:
+                    synchronize(self.device)
+                    self.start = time.perf_counter()
+                yield step, epoch, perm[i * self.batch_size : (i + 1) * self.batch_size]
+                step += 1
+                if step == self.steps:
+                    return
+            epoch += 1
+
+    def images_per_second(self) -> float:
+        """Images per second of the timed steps, once the device has finished them."""
+        synchronize(self.device)
+        return (self.steps - self.warmup) * self.batch_size / (time.perf_counter() - self.start)

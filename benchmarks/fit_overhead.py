@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import lightning as L
 import torch
-from common import StepTimer, add_data_arguments, load_data, synchronize
+from common import PlainLoop, StepTimer, add_data_arguments, load_data, timed_trainer
 
 from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
@@ -38,17 +37,7 @@ def make_model(args: argparse.Namespace) -> ImageClassifier:
 def lightning_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
     model = make_model(args)
     timer = StepTimer(args.warmup, args.device)
-    trainer = L.Trainer(
-        max_steps=args.steps,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=L.pytorch.loggers.CSVLogger(args.log_dir, name="fit_overhead"),
-        callbacks=[timer],
-        accelerator=args.device,
-        devices=1,
-    )
+    trainer = timed_trainer(args, [timer], L.pytorch.loggers.CSVLogger(args.log_dir, name="fit_overhead"))
     trainer.fit(model, datamodule=dm)
     return (args.steps - args.warmup) * args.batch_size / (timer.end - timer.start)
 
@@ -61,32 +50,15 @@ def plain_round(dm: ImageDataModule, args: argparse.Namespace) -> float:
         model.parameter_groups(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=args.steps + 1)
-    # on the device once, as ``load_data`` keeps them for Lightning's side (``data.device_resident``)
-    train = dm.split("train")
-    images, targets = train.images.to(args.device), train.targets.to(args.device)
-    train_idx = train.indices.to(args.device)
-    augment = dm.batch_transform
-    start = 0.0
-    step = 0
-    while step < args.steps:
-        perm = train_idx[torch.randperm(len(train_idx), device=args.device)]
-        for i in range(len(perm) // args.batch_size):
-            if step == args.warmup:
-                synchronize(args.device)
-                start = time.perf_counter()
-            idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
-            x = augment(images[idx], train=True)
-            y = targets[idx]
-            loss = model.criterion(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if step == args.steps:
-                break
-    synchronize(args.device)
-    return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
+    loop = PlainLoop(dm, args)
+    for _, _, idx in loop:
+        x = dm.batch_transform(loop.images[idx], train=True)
+        loss = model.criterion(model(x), loop.targets[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return loop.images_per_second()
 
 
 def main() -> None:

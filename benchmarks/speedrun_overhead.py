@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 import yaml
-from common import DEFAULT_DATA, StepTimer, add_device_argument, describe_device, synchronize
+from common import DEFAULT_DATA, PlainLoop, StepTimer, add_device_argument, describe_device
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main
@@ -81,38 +80,24 @@ def plain_round(args: argparse.Namespace) -> float:
     model.train()
     optimizer = model.build_optimizer(batch_size=args.batch_size)
     scheduler = build_scheduler(model.scheduler_factory, optimizer, args.steps)
-    train = dm.split("train")
-    images, targets = train.images.to(args.device), train.targets.to(args.device)
-    train_idx = train.indices.to(args.device)
     average = None  # airbench's LookaheadState: float state, lerped toward the model, copied back
-    start, step, epoch = 0.0, 0, 0
-    while step < args.steps:
-        perm = train_idx[torch.randperm(len(train_idx), device=args.device)]
-        for i in range(len(perm) // args.batch_size):
-            if step == args.warmup:
-                synchronize(args.device)
-                start = time.perf_counter()
-            idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
-            x = dm.augment_train_batch(images[idx], idx, epoch)
-            loss = model.criterion(model(x), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if (step - 1) % ema.update_every_n_steps == 0:
-                state = [t for t in model.state_dict().values() if t.is_floating_point()]
-                if average is None:
-                    average = [t.detach().clone() for t in state]
-                else:
-                    rho = ema.decay * (step / args.steps) ** ema.warmup_power
-                    torch._foreach_lerp_(average, state, 1 - rho)
-                    torch._foreach_copy_(state, average)
-            if step == args.steps:
-                break
-        epoch += 1
-    synchronize(args.device)
-    return (args.steps - args.warmup) * args.batch_size / (time.perf_counter() - start)
+    loop = PlainLoop(dm, args)
+    for step, epoch, idx in loop:
+        x = dm.augment_train_batch(loop.images[idx], idx, epoch)
+        loss = model.criterion(model(x), loop.targets[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % ema.update_every_n_steps == 0:
+            state = [t for t in model.state_dict().values() if t.is_floating_point()]
+            if average is None:
+                average = [t.detach().clone() for t in state]
+            else:
+                rho = ema.decay * ((step + 1) / args.steps) ** ema.warmup_power
+                torch._foreach_lerp_(average, state, 1 - rho)
+                torch._foreach_copy_(state, average)
+    return loop.images_per_second()
 
 
 def main() -> None:

@@ -1,19 +1,17 @@
 """What the command-line apps (``predict.py``, ``report``, ``explain``, ``export``) share: how they name a
-checkpoint, and errors that end with their message and an exit code instead of a traceback."""
+checkpoint and where they run (errors end with their message and an exit code through
+``lit_vision.errors.exit_on_error``, as every command's do)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 
 from lit_vision.models.inference.classifier_loading import TRUST_CHECKPOINT_HELP
 
-__all__ = ["add_checkpoint_arguments", "exit_on_error", "inference_precision", "runs_on_cuda"]
+__all__ = ["add_checkpoint_arguments", "inference_precision", "runs_on_cuda"]
 
 
 def runs_on_cuda(accelerator: Any = "auto") -> bool:
@@ -49,13 +47,3 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, ensemble: bool = F
     else:
         parser.add_argument("--ckpt", required=True, help="a lit_vision checkpoint")
     parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_CHECKPOINT_HELP)
-
-
-@contextmanager
-def exit_on_error(*errors: type[BaseException], code: int = 1) -> Iterator[None]:
-    """Turn ``errors`` raised inside into ``error: <message>`` on stderr and ``SystemExit(code)``."""
-    try:
-        yield
-    except errors as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(code) from None

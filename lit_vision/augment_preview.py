@@ -11,7 +11,6 @@ training CLI (``--config`` repeatable, ``--data.*`` overrides).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torchvision.utils import make_grid, save_image
 from lit_vision.cli import main as cli_main
 from lit_vision.data.augmentation import augmented_views
 from lit_vision.data.sources import DatasetError
+from lit_vision.errors import exit_on_error
 
 __all__ = ["augment_preview", "main"]
 
@@ -63,11 +63,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--out", default="augment_preview.png", help="PNG to write")
     args, cli_args = parser.parse_known_args(argv)
-    try:
+    with exit_on_error(ValueError, DatasetError):
         path = augment_preview(cli_args, args.out, args.images, args.draws, args.scale, args.seed)
-    except (ValueError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"wrote {path}: {args.images} training images x (original + {args.draws} augmented draws)")
     return path
 

@@ -65,6 +65,7 @@ from lit_vision.callbacks import (
     TestTimeAugmentation,
     WandbMediaLogger,
 )
+from lit_vision.callbacks.progress_bar import add_default_progress_bar
 from lit_vision.console import quiet_lightning, use_model_summary
 from lit_vision.data import DatasetError, ImageDataModule
 from lit_vision.errors import ConfigError
@@ -211,6 +212,7 @@ class LitVisionCLI(LightningCLIHooks):
             extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
         config = {**config, **kwargs}
         use_model_summary(config, extra)
+        add_default_progress_bar(config, extra)  # the step loss shown without a host read per step
         root = config.get("default_root_dir")
         logger = config.get("logger")
         if root is not None:

@@ -6,7 +6,11 @@ Every layer may raise them: this module imports nothing of lit_vision. Each is a
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["ConfigError", "exit_on_error"]
 
 
 class ConfigError(ValueError):
@@ -15,3 +19,14 @@ class ConfigError(ValueError):
     Raised before any work starts; the message names the option as the user writes it (``--data.batch_size``)
     and says what a valid value looks like.
     """
+
+
+@contextmanager
+def exit_on_error(*errors: type[BaseException], code: int = 1) -> Iterator[None]:
+    """Turn ``errors`` raised inside into ``error: <message>`` on stderr and ``SystemExit(code)``: how every
+    command ends on an error it explains itself."""
+    try:
+        yield
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(code) from None

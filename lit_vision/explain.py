@@ -37,8 +37,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from lit_vision.apps import add_checkpoint_arguments, exit_on_error
+from lit_vision.apps import add_checkpoint_arguments
 from lit_vision.data.files import collect_inputs
+from lit_vision.errors import exit_on_error
 from lit_vision.models.inference.classifier_loading import load_classifier
 from lit_vision.models.inference.heatmaps import (
     HEATMAP_METHODS,

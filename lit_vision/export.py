@@ -28,8 +28,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lit_vision.apps import add_checkpoint_arguments, exit_on_error
+from lit_vision.apps import add_checkpoint_arguments
 from lit_vision.data.normalization import affine
+from lit_vision.errors import exit_on_error
 from lit_vision.models.checkpoint_io.safetensors_file import config_beside, write_model_card, write_weights
 from lit_vision.models.inference.classifier_loading import load_classifier, read_checkpoint
 from lit_vision.models.training.classifier import ImageClassifier

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from lit_vision.cli import TRICK_KEYS
 from lit_vision.cli import main as cli_main
+from lit_vision.errors import exit_on_error
 
 __all__ = ["LRRangeTest", "LRSweep", "lr_find", "main", "suggest"]
 
@@ -206,11 +206,8 @@ def main(argv: Sequence[str] | None = None) -> LRSweep:
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
     parser.add_argument("--out", default=".", help="folder for lr_find.csv and lr_find.png (default: .)")
     args, cli_args = parser.parse_known_args(argv)
-    try:
+    with exit_on_error(ValueError):
         sweep = lr_find(cli_args, args.min_lr, args.max_lr, args.steps, args.out)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     stopped = f" (stopped at step {len(sweep.lrs)}: the loss diverged)" if len(sweep.lrs) < args.steps else ""
     print(f"swept {sweep.lrs[0]:.3g} .. {sweep.lrs[-1]:.3g} over {len(sweep.lrs)} steps{stopped}")
     print(f"suggested learning rate: {sweep.suggestion:.4g}  (the config has {sweep.config_lr:.4g})")

@@ -29,10 +29,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_vision.apps import add_checkpoint_arguments, exit_on_error, inference_precision, runs_on_cuda
+from lit_vision.apps import add_checkpoint_arguments, inference_precision, runs_on_cuda
 from lit_vision.callbacks.prediction_writer import PredictionWriter
 from lit_vision.data.files import PredictDataset, PredictItem, collect_inputs
 from lit_vision.data.sources import DatasetError
+from lit_vision.errors import exit_on_error
 from lit_vision.models.inference.classifier_loading import load_classifier
 from lit_vision.models.inference.ensemble import Ensemble
 from lit_vision.models.inference.test_time_views import TestTimeViews

@@ -38,11 +38,12 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from lit_vision.apps import add_checkpoint_arguments, exit_on_error
+from lit_vision.apps import add_checkpoint_arguments
 from lit_vision.callbacks.wandb_media import confusion_matrix_figure
 from lit_vision.data.augmentation import augmented_views
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.data.sources import DatasetError
+from lit_vision.errors import exit_on_error
 from lit_vision.models.inference.classifier_loading import load_classifier, read_checkpoint
 from lit_vision.models.inference.ensemble import Ensemble
 from lit_vision.predict_images import predict_items

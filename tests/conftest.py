@@ -6,15 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # deprecations inside LightningCLI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
-from helpers import REAL_CIFAR10, make_imagefolder
+from helpers import REAL_CIFAR10, TinyCli, make_imagefolder
+from helpers.checkpoints import digest, run_of, train_checkpoint
 
 from lit_vision.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
+
+#: hypothesis (test_transforms.py, test_mixing.py): small images keep 40 examples a test fast, and the same
+#: examples every run, so a failure repeats
+settings.register_profile("lit_vision", max_examples=40, deadline=None, derandomize=True)
+settings.load_profile("lit_vision")
 
 #: process-wide settings a test may change (Lightning's seed_everything exports PL_GLOBAL_SEED, the CLI sets
 #: the matmul precision on CUDA): each test starts from the same state, whatever ran before it
@@ -89,3 +96,24 @@ def tiny_cifar10_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_cifar100_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ImageFolder copy of 'CIFAR-100': 100 classes, 3 train + 1 test image each."""
     return make_imagefolder(tmp_path_factory.mktemp("c100") / "data", CIFAR100_CLASSES, 3, 1)
+
+
+@pytest.fixture
+def run_cli(tiny_folder: Path, tmp_path: Path) -> TinyCli:
+    """``run_cli("fit", *overrides)``: ``lit_vision.cli`` on ``tiny_folder`` (12 images held out, batches of
+    8: 6 steps an epoch), quiet, logging under ``tmp_path / "runs"``; returns a ``CliRun`` (the CLI, its run
+    directory, checkpoints and metrics.csv rows). ``run_cli.build(...)`` only builds the CLI and
+    ``run_cli.argv(...)`` is the command line for ``sys.argv`` or a subprocess (``helpers.cli.TinyCli``)."""
+    return TinyCli(tiny_folder, tmp_path / "runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``last.ckpt`` of a 3-epoch fit on ``tiny_folder`` (seed 0, Adam at lr 0.01: it learns the task),
+    trained once for every test that only reads a checkpoint. Shared: a test that writes beside it copies
+    its run first (``helpers.copy_run``); the session fails if a test changed a file of the run."""
+    base = tmp_path_factory.mktemp("tiny_checkpoint")
+    checkpoint = train_checkpoint(tiny_folder, base / "runs", base / "cache", seed=0)
+    before = digest(run_of(checkpoint))
+    yield checkpoint
+    assert digest(run_of(checkpoint)) == before, "a test changed the shared tiny_checkpoint's run directory"

@@ -71,15 +71,17 @@ def test_predict_throughput(tmp_path: Path) -> None:
     assert re.search(rf"median ratio predict.py / plain loop: {NUMBER}x", out)
 
 
-def test_adaptive_tta(tmp_path: Path) -> None:
-    from helpers import folder_run_args
-
-    from lit_vision.cli import main as cli_main
-
-    data = make_imagefolder(tmp_path / "data", 3, n_train=12, n_test=None)
-    cli = cli_main(["fit", *folder_run_args(data, tmp_path / "runs"), "--trainer.max_epochs=1"])
-    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    args = ["--ckpt", str(ckpt), "--data-dir", str(data), "--thresholds", "0.5", "--rounds", "1"]
+def test_adaptive_tta(tiny_checkpoint: Path, tiny_folder: Path) -> None:
+    args = [
+        "--ckpt",
+        str(tiny_checkpoint),
+        "--data-dir",
+        str(tiny_folder),
+        "--thresholds",
+        "0.5",
+        "--rounds",
+        "1",
+    ]
     out = bench("adaptive_tta.py", *args, "--batch-size", "8")
     assert "12 held-out images" in out
     for name in ("no TTA", "full TTA \\(6 views\\)", "adaptive, confidence < 0.5"):
@@ -122,3 +124,23 @@ def test_speedrun_overhead(tmp_path: Path) -> None:
     args = ["--data-dir", str(REAL_CIFAR10), "--log-dir", str(tmp_path)]
     out = bench("speedrun_overhead.py", *args, "--steps", "2", "--warmup", "1", "--rounds", "1")
     assert re.search(rf"median paired ratio fit/plain = {NUMBER}", out)
+
+
+def test_host_overhead() -> None:
+    out = bench(
+        "host_overhead.py", "--variants", "default", "speedrun", "trick:fgsm",
+        "--steps", "4", "--warmup", "1", "--rounds", "1", "--split",
+    )  # fmt: skip
+    for variant in ("default", "speedrun", "trick:fgsm"):
+        assert re.search(
+            rf"^{variant} +-?{NUMBER} +-?{NUMBER} +-?{NUMBER} \(-?{NUMBER}\.\.-?{NUMBER}\)$", out, re.M
+        )
+    for part in (
+        "training_step",
+        "backward",
+        "optimizer",
+        "data",
+        "callback EpochThroughput",
+        "Lightning loop",
+    ):
+        assert re.search(rf"^    {part} .* -?{NUMBER} +-?{NUMBER} +-?{NUMBER}$", out, re.M), part

@@ -1,4 +1,5 @@
-"""Safe checkpoint loading: a crafted pickle runs no code unless the user opts in; broken files get a message.
+"""Safe checkpoint loading: a crafted pickle runs no code unless the user opts in; broken files and the
+checkpoints of another model get a message.
 
 Every app that reads a checkpoint the user hands it (predict.py, report, explain, export) loads with
 ``torch.load(weights_only=True)`` through ``lit_vision.models.inference.classifier_loading``.
@@ -11,11 +12,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from helpers import TinyNet, folder_run_args
+from helpers import TinyCli, TinyNet
 
 from lit_vision import cli, explain, export, predict_images, report
+from lit_vision.data import ImageDataModule
 from lit_vision.models import ImageClassifier
 from lit_vision.models.inference.classifier_loading import (
     CheckpointError,
@@ -109,14 +112,10 @@ def test_broken_files_get_a_message(tmp_path: Path, damage: str, capsys: pytest.
 # ------------------------------------------------------------------ train.py --ckpt_path
 
 
-def fit_args(tiny_folder: Path, tmp_path: Path) -> list[str]:
-    return folder_run_args(tiny_folder, tmp_path / "runs")
-
-
 @pytest.mark.parametrize("damage", ["truncated", "crafted", "missing", "weights only"])
 def test_train_refuses_a_bad_ckpt_path_with_one_message(
     damage: str,
-    tiny_folder: Path,
+    run_cli: TinyCli,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -135,9 +134,7 @@ def test_train_refuses_a_bad_ckpt_path_with_one_message(
         "missing": "does not exist",
         "weights only": "not a Lightning checkpoint (no state_dict)",
     }[damage]
-    monkeypatch.setattr(
-        "sys.argv", ["train.py", "fit", *fit_args(tiny_folder, tmp_path), f"--ckpt_path={path}"]
-    )
+    monkeypatch.setattr("sys.argv", ["train.py", *run_cli.argv("fit", f"--ckpt_path={path}")])
     with pytest.raises(SystemExit) as stop:
         cli.run()
     err = capsys.readouterr().err
@@ -147,22 +144,44 @@ def test_train_refuses_a_bad_ckpt_path_with_one_message(
         assert "--weights_only false" in err  # train.py's opt-in is Lightning's own flag
 
 
+def test_checkpoint_of_another_architecture(
+    run_cli: TinyCli, tiny_checkpoint: Path, tiny_folder: Path, tiny_cifar10_folder: Path
+) -> None:
+    """A checkpoint of compact_cifar on 3 classes, tested by a run that builds another model: refused with
+    both models named, through the CLI and through the Python API."""
+    ckpt = tiny_checkpoint
+    # CLI: the checkpoint's model settings are the defaults, so without model options the model is the
+    # checkpoint's...
+    tested = run_cli("test", f"--ckpt_path={ckpt}")
+    assert tested.model.hparams.backbone == "compact_cifar"
+    # ...and a --model.backbone the user gives wins, so another architecture is refused with a message
+    with pytest.raises(
+        ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"
+    ):
+        run_cli("test", "--model.backbone=resnet_tiny", f"--ckpt_path={ckpt}")
+    # ...as is a class count from the data: 10 CIFAR-10 classes against a 3-class checkpoint
+    with pytest.raises(
+        ValueError, match=r"num_classes=3 .*this run builds backbone='compact_cifar', num_classes=10"
+    ):
+        run_cli("test", "--data.val_size=20", f"--ckpt_path={ckpt}", data=tiny_cifar10_folder)
+    # Python API: a model built by hand
+    dm = ImageDataModule("imagefolder", tiny_folder, val_size=12, batch_size=8)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(
+        ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"
+    ):
+        trainer.test(ImageClassifier("resnet_tiny", num_classes=3), datamodule=dm, ckpt_path=ckpt)
+
+
 # ------------------------------------------------------------------ backbones given by class_path
 
 
 def test_a_class_path_backbone_is_rebuilt_by_the_apps(
-    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli: TinyCli, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = {"class_path": "helpers.TinyNet", "init_args": {"num_classes": 3, "hidden": 4}}
-    fit = cli.main(
-        [
-            "fit",
-            *fit_args(tiny_folder, tmp_path),
-            f"--model.backbone={json.dumps(spec)}",
-            "--trainer.max_epochs=1",
-        ]
-    )
-    best = Path(fit.trainer.log_dir) / "checkpoints" / "best.ckpt"
+    fit = run_cli("fit", f"--model.backbone={json.dumps(spec)}", "--trainer.max_epochs=1")
+    best = fit.checkpoints / "best.ckpt"
     assert read_checkpoint(best)["hyper_parameters"]["backbone"] == spec  # plain data: loads weights-only
 
     model = load_classifier(best)

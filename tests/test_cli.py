@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, QUIET, ROOT, data_args, folder_run_args
+from helpers import CONFIGS, QUIET, ROOT, TinyCli, data_args, folder_args, read_csv
 
 from lit_vision.cli import TRICK_KEYS, main
 
@@ -23,11 +22,6 @@ FRAGMENTS = sorted(
 )
 MODEL_CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "models").glob("*.yaml"))
 TRICKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "tricks").glob("*.yaml"))
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def fit_test_predict(args: list[str], tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
@@ -141,8 +135,8 @@ def test_all_tricks_compose(tmp_path: Path, request: pytest.FixtureRequest) -> N
     fit_test_predict(args, tmp_path)
 
 
-def test_num_classes_and_class_names_are_linked(tiny_folder: Path) -> None:
-    cli = main([f"--data.data_dir={tiny_folder}", "--data.dataset=imagefolder", *QUIET], run=False)
+def test_num_classes_and_class_names_are_linked(run_cli: TinyCli) -> None:
+    cli = run_cli.build()
     assert cli.model.num_classes == 3
     assert cli.model.class_names == ["class_00", "class_01", "class_02"]
     assert cli.model.backbone.fc.out_features == 3
@@ -161,10 +155,7 @@ def test_second_run_in_same_directory(tiny_folder: Path, tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     args = [
         "fit",
-        f"--data.data_dir={tiny_folder}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
+        *folder_args(tiny_folder),
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=1",
         "--trainer.logger.init_args.version=fixed",
@@ -177,112 +168,67 @@ def test_second_run_in_same_directory(tiny_folder: Path, tmp_path: Path, monkeyp
 
 def test_custom_module_backbone_by_class_path(tiny_folder: Path, tmp_path: Path) -> None:
     backbone = '{"class_path": "helpers.TinyNet", "init_args": {"num_classes": 3, "hidden": 4}}'
-    args = [
-        f"--model.backbone={backbone}",
-        f"--data.data_dir={tiny_folder}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-    ]
-    fit_test_predict(args, tmp_path)
+    fit_test_predict([f"--model.backbone={backbone}", *folder_args(tiny_folder)], tmp_path)
 
 
-def test_wrong_num_classes_from_custom_module(tiny_folder: Path, tmp_path: Path) -> None:
+def test_wrong_num_classes_from_custom_module(run_cli: TinyCli) -> None:
     backbone = '{"class_path": "helpers.TinyNet", "init_args": {"num_classes": 5}}'
-    args = [
-        "fit",
-        f"--model.backbone={backbone}",
-        f"--data.data_dir={tiny_folder}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-        "--trainer.max_epochs=1",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
-        *QUIET,
-    ]
     with pytest.raises(ValueError, match="outputs 5 logits but num_classes=3"):
-        main(args)
+        run_cli("fit", f"--model.backbone={backbone}", "--trainer.max_epochs=1")
 
 
-def test_unknown_backbone_message(tiny_folder: Path) -> None:
+def test_unknown_backbone_message(run_cli: TinyCli) -> None:
     with pytest.raises(ValueError, match="Did you mean: resnet18_cifar"):
-        main(
-            [
-                "--model.backbone=resnet18_cifr",
-                f"--data.data_dir={tiny_folder}",
-                "--data.dataset=imagefolder",
-                *QUIET,
-            ],
-            run=False,
-        )
+        run_cli.build("--model.backbone=resnet18_cifr")
 
 
 def test_bf16_mixed_on_cpu(tiny_folder: Path, tmp_path: Path) -> None:
-    args = [
-        "--trainer.precision=bf16-mixed",
-        f"--data.data_dir={tiny_folder}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-        "--data.channels_last=true",
-    ]
+    args = ["--trainer.precision=bf16-mixed", *folder_args(tiny_folder), "--data.channels_last=true"]
     fit_test_predict(args, tmp_path)
 
 
-def test_early_stopping_stops(tiny_folder: Path, tmp_path: Path) -> None:
+EARLY_STOPPING = ["configs/tricks/early_stopping.yaml"]
+
+
+def test_early_stopping_stops(run_cli: TinyCli) -> None:
     """configs/tricks/early_stopping.yaml: with a min_delta no run can beat, the first epoch is the best
     and fit ends ``patience`` validation runs later, well before max_epochs."""
-    cli = main(
-        [
-            "fit",
-            f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
-            *folder_run_args(tiny_folder, tmp_path),
-            "--early_stopping.init_args.patience=2",
-            "--early_stopping.init_args.min_delta=1.0",  # val/acc is a fraction: +1.0 is impossible
-            "--trainer.max_epochs=8",
-            "--trainer.limit_train_batches=1",
-        ]
+    fit = run_cli(
+        "fit",
+        "--early_stopping.init_args.patience=2",
+        "--early_stopping.init_args.min_delta=1.0",  # val/acc is a fraction: +1.0 is impossible
+        "--trainer.max_epochs=8",
+        "--trainer.limit_train_batches=1",
+        configs=EARLY_STOPPING,
     )
-    stopper = next(c for c in cli.trainer.callbacks if isinstance(c, TRICK_KEYS["early_stopping"]))
+    stopper = next(c for c in fit.trainer.callbacks if isinstance(c, TRICK_KEYS["early_stopping"]))
     assert stopper.monitor == "val/acc" and stopper.mode == "max"
-    assert stopper.stopped_epoch == 2 and cli.trainer.current_epoch == 3
-    val_rows = [r for r in read_csv(Path(cli.trainer.log_dir) / "metrics.csv") if r["val/acc"]]
+    assert stopper.stopped_epoch == 2 and fit.trainer.current_epoch == 3
+    val_rows = [r for r in fit.metrics() if r["val/acc"]]
     assert len(val_rows) == 3
 
 
-def test_a_run_that_ends_before_validating_waits_and_says_so_once(tiny_folder: Path, tmp_path: Path) -> None:
+def test_a_run_that_ends_before_validating_waits_and_says_so_once(run_cli: TinyCli) -> None:
     """configs/tricks/early_stopping.yaml on a run shorter than its first validation (24-batch epoch, 5
     steps): early stopping and best.ckpt wait for val/acc instead of crashing, and one warning says so."""
-    args = [
-        "fit", f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
-        *folder_run_args(tiny_folder, tmp_path),
-        "--data.batch_size=2", "--trainer.max_steps=5",
-    ]  # fmt: skip
     with pytest.warns(UserWarning) as record:
-        cli = main(args)
-    assert cli.trainer.global_step == 5
+        fit = run_cli("fit", "--data.batch_size=2", "--trainer.max_steps=5", configs=EARLY_STOPPING)
+    assert fit.trainer.global_step == 5
     said = [w for w in record if "without a validation run" in str(w.message)]
     assert len(said) == 1 and "--trainer.val_check_interval" in str(said[0].message)
     assert not any("could not find the monitored key" in str(w.message) for w in record)
-    ckpts = Path(cli.trainer.log_dir) / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in fit.checkpoints.iterdir()) == ["last.ckpt"]
 
 
-def test_a_misspelt_monitor_still_fails_once_validation_ran(tiny_folder: Path, tmp_path: Path) -> None:
-    args = [
-        "fit", f"--config={ROOT / 'configs/tricks/early_stopping.yaml'}",
-        *folder_run_args(tiny_folder, tmp_path),
-        "--early_stopping.init_args.monitor=val/accuracy", "--trainer.max_epochs=1",
-    ]  # fmt: skip
+def test_a_misspelt_monitor_still_fails_once_validation_ran(run_cli: TinyCli) -> None:
+    monitor = "--early_stopping.init_args.monitor=val/accuracy"
     with pytest.raises(RuntimeError, match="val/accuracy"):
-        main(args)
+        run_cli("fit", monitor, "--trainer.max_epochs=1", configs=EARLY_STOPPING)
 
 
 def tiny_fit_args(data: Path) -> list[str]:
-    return [
-        "fit", "--data.dataset=imagefolder", f"--data.data_dir={data}", "--data.val_size=12",
-        "--data.batch_size=8", "--trainer.max_steps=2", *QUIET,
-    ]  # fmt: skip
+    """A 2-step fit that names no log directory: where it goes is what the tests below check."""
+    return ["fit", *folder_args(data), "--trainer.max_steps=2", *QUIET]
 
 
 def test_default_root_dir_holds_the_whole_run(

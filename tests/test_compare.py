@@ -19,7 +19,8 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Campaign paths are relative to the working directory, as for train.py; cells import tests.helpers."""
+    """Campaign paths are relative to the working directory, as for train.py; cells import ``helpers``
+    (tests/helpers/: the callbacks given by class path)."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
 
@@ -37,6 +38,7 @@ def tiny_args(data: Path, tmp_path: Path, name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # whole campaigns of real fits: the default run keeps the unit-level checks
 def test_two_by_two_campaign_writes_every_artifact(tiny_folder: Path, tmp_path: Path) -> None:
     args = [
         *tiny_args(tiny_folder, tmp_path, "two"),
@@ -71,6 +73,7 @@ def test_two_by_two_campaign_writes_every_artifact(tiny_folder: Path, tmp_path: 
     assert "lit_vision.compare" in (out / "command.txt").read_text()
 
 
+@pytest.mark.slow  # whole campaigns of real fits: the default run keeps the unit-level checks
 def test_stopped_campaign_resumes_without_rerunning_finished_cells(tiny_folder: Path, tmp_path: Path) -> None:
     args = [
         *tiny_args(tiny_folder, tmp_path, "stop"),
@@ -109,6 +112,7 @@ def test_stopped_campaign_resumes_without_rerunning_finished_cells(tiny_folder: 
     assert second["epochs"] == "2" and second["steps"] == "12"  # finished from the checkpoint, not redone
 
 
+@pytest.mark.slow  # whole campaigns of real fits: the default run keeps the unit-level checks
 def test_without_a_test_split_a_tta_config_is_scored_on_the_validation_split(tmp_path: Path) -> None:
     """No test split and a TTA callback (the speedrun's case): the best checkpoint is tested on the held-out
     validation split with the TTA views and recorded as val_acc_tta, never as a test accuracy."""
@@ -142,6 +146,7 @@ def test_a_results_file_with_older_columns_is_migrated_before_appending(tmp_path
         append_row(path, fake_row("baseline", 2, 0.8))
 
 
+@pytest.mark.slow  # whole campaigns of real fits: the default run keeps the unit-level checks
 def test_a_stopped_runner_stops_its_run_and_records_the_attempt(tiny_folder: Path, tmp_path: Path) -> None:
     """SIGTERM to `python -m lit_vision.compare` (a session ending): the running cell writes
     interrupted.ckpt, its attempt is recorded with its time, and the runner exits 143."""

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONFIGS, ROOT, data_args
+from helpers import CONFIGS, QUIET, ROOT, data_args
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from lit_vision.cli import main, run
@@ -80,8 +80,7 @@ def test_short_run_ends_without_a_traceback(
         f"--trainer.max_steps={steps}",
         "--trainer.limit_val_batches=1",
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        *QUIET,
     ]
     monkeypatch.setattr(sys, "argv", argv)
     refused = next((msg for config, msg in REFUSED_HERE.items() if config in configs), None)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import QUIET, ROOT, make_imagefolder
+from helpers import QUIET, env_with_helpers, folder_args, make_imagefolder, read_csv, run_python
 
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
@@ -84,34 +80,21 @@ def test_single_process_order_is_a_function_of_the_epoch(tiny_folder: Path) -> N
     assert isinstance(dm.val_dataloader().sampler, torch.utils.data.SequentialSampler)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def run_train(args: list[str], tmp_path: Path) -> None:
     run_script("train.py", args, tmp_path)
 
 
 def run_script(script: str, args: list[str], tmp_path: Path, expect_ok: bool = True) -> str:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
-    }
-    env["OMP_NUM_THREADS"] = "1"  # two processes on a small CI machine: no thread oversubscription
-    proc = subprocess.run(
-        [sys.executable, script, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """``python <script> ARGS`` from the checkout, its output kept in ``tmp_path/train-<n>.log``; the child
+    processes import ``helpers`` for the callbacks given by class path."""
+    # two processes on a small CI machine: one thread each, no oversubscription
+    env = {**env_with_helpers(), "OMP_NUM_THREADS": "1"}
+    code, output = run_python(script, *args, env=env, timeout=600)
     log = tmp_path / f"train-{len(list(tmp_path.glob('train-*.log')))}.log"
-    log.write_text(proc.stdout + proc.stderr)
+    log.write_text(output)
     if expect_ok:
-        assert proc.returncode == 0, f"{script} {args[0]} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
-    return proc.stdout + proc.stderr
+        assert code == 0, f"{script} {args[0]} failed:\n{output[-4000:]}"
+    return output
 
 
 def read_ranks(out: Path, stage: str) -> list[dict]:
@@ -120,6 +103,7 @@ def read_ranks(out: Path, stage: str) -> list[dict]:
     return records
 
 
+@pytest.mark.slow  # two gloo processes training end to end
 def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> None:
     """EMA + MixUp/CutMix + FGSM under 2-process DDP: ranks agree on every epoch metric, one set of
     checkpoints is written, and DDP test/validate of the best checkpoint equal single-process runs of it."""
@@ -128,10 +112,7 @@ def test_two_process_ddp_fit_and_test_match_single_process(tmp_path: Path) -> No
     out = tmp_path / "ranks"
     recorder = json.dumps([{"class_path": "helpers.RankRecorder", "init_args": {"out_dir": str(out)}}])
     common = [
-        "--data.dataset=imagefolder",
-        f"--data.data_dir={data}",
-        "--data.val_size=13",
-        "--data.batch_size=8",
+        *folder_args(data, val_size=13),
         *TRICKS,
         "--ema.init_args.update_starting_at_step=0",  # a short run: average from the first step
         # a short memory, so the average (what the checkpoint holds) moves away from the initial weights,
@@ -215,8 +196,7 @@ def test_ddp_finetuning_keeps_ranks_identical_after_unfreezing(tmp_path: Path) -
         [
             "fit",
             "--config=configs/finetune_imagefolder.yaml",
-            f"--data.data_dir={data}",
-            "--data.val_size=6",
+            *folder_args(data, val_size=6),
             "--data.batch_size=6",  # 30 training images: 15 per process, 2 steps an epoch
             "--model.backbone_kwargs.width=0.5",
             "--finetuning.init_args.unfreeze_backbone_at_epoch=1",
@@ -242,24 +222,28 @@ def test_ddp_finetuning_keeps_ranks_identical_after_unfreezing(tmp_path: Path) -
     assert any(n.endswith("weight") and start[0][n].ndim == 4 for n in moved), "the unfrozen convs trained"
 
 
-def test_ddp_error_on_one_rank_exits_without_hanging(tmp_path: Path) -> None:
-    """An exception in one process only: the interrupt checkpoint (a collective save) is skipped, so
-    no process waits in its barrier; the run ends with an error instead of hanging until the timeout."""
+def stopped_fit(tmp_path: Path, version: str, stop: dict) -> list[str]:
+    """A 2-process fit of up to 4 epochs (30 training images: 15 per process, 2 steps an epoch) that the
+    ``helpers.StopAt`` callback stops (``stop``: its init_args), logging to ``runs/default/<version>``."""
     data = make_imagefolder(tmp_path / "data", 3, n_train=12, n_test=None)
-    stop = [{"class_path": "helpers.StopAt", "init_args": {"step": 2, "how": "error", "rank": 1}}]
-    args = [
+    callbacks = [{"class_path": "helpers.StopAt", "init_args": stop}]
+    return [
         "fit",
-        "--data.dataset=imagefolder",
-        f"--data.data_dir={data}",
-        "--data.val_size=6",
+        *folder_args(data, val_size=6),
         "--data.batch_size=6",
         "--trainer.max_epochs=4",
-        f"--trainer.callbacks={json.dumps(stop)}",
+        f"--trainer.callbacks={json.dumps(callbacks)}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        "--trainer.logger.init_args.version=err",
+        f"--trainer.logger.init_args.version={version}",
         *DDP_CPU,
         *QUIET,
     ]
+
+
+def test_ddp_error_on_one_rank_exits_without_hanging(tmp_path: Path) -> None:
+    """An exception in one process only: the interrupt checkpoint (a collective save) is skipped, so
+    no process waits in its barrier; the run ends with an error instead of hanging until the timeout."""
+    args = stopped_fit(tmp_path, "err", {"step": 2, "how": "error", "rank": 1})
     log = run_script("train.py", args, tmp_path, expect_ok=False)  # a hang fails on run_script's timeout
     assert "StopAt: error on rank 1 at step 2" in log
     assert "[rank 1]" in log and "interrupted.ckpt not written" in log
@@ -270,21 +254,7 @@ def test_ddp_sigterm_saves_the_interrupt_checkpoint(tmp_path: Path) -> None:
     """A DDP run that Lightning stops for a SIGTERM raises SIGTERMException on every rank at the same step;
     the collective save then runs on all of them, and interrupted.ckpt holds that step (the signal delivery
     itself is Lightning's and is not re-tested here: see docs/ddp-gpu.md)."""
-    data = make_imagefolder(tmp_path / "data", 3, n_train=12, n_test=None)
-    stop = [{"class_path": "helpers.StopAt", "init_args": {"step": 3, "how": "sigterm_raised"}}]
-    args = [
-        "fit",
-        "--data.dataset=imagefolder",
-        f"--data.data_dir={data}",
-        "--data.val_size=6",
-        "--data.batch_size=6",
-        "--trainer.max_epochs=4",
-        f"--trainer.callbacks={json.dumps(stop)}",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        "--trainer.logger.init_args.version=term",
-        *DDP_CPU,
-        *QUIET,
-    ]
+    args = stopped_fit(tmp_path, "term", {"step": 3, "how": "sigterm_raised"})
     run_script("train.py", args, tmp_path, expect_ok=False)
     saved = tmp_path / "runs" / "default" / "term" / "checkpoints" / "interrupted.ckpt"
     assert saved.is_file()

@@ -1,21 +1,24 @@
-"""EMA callback: closed-form average, delayed start, fp32 average under bf16, checkpoints, exact resume."""
+"""EMA callback: closed-form average, delayed start, fp32 average under bf16, checkpoints, exact resume, and
+the lookahead variant of the airbench94 recipe against airbench's own loop."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
-from helpers import WeightRecorder, folder_run_args
+from helpers import TinyCli, WeightRecorder
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_vision.callbacks import EMA
-from lit_vision.cli import main as cli_main
 from lit_vision.predict_images import main as predict_main
 
 
@@ -193,20 +196,19 @@ def test_resumed_fit_ends_with_same_weights(tmp_path: Path) -> None:
 
 
 def test_cli_checkpoints_hold_the_average_and_test_and_predict_use_it(
-    tiny_folder: Path, tmp_path: Path
+    run_cli: TinyCli, tiny_folder: Path, tmp_path: Path
 ) -> None:
     """An EMA fit through train.py: best.ckpt and last.ckpt hold the average (computed here independently
     from the recorded raw weights) in state_dict and the raw weights in current_model_state; train.py test
     and predict.py evaluate the average."""
     ema = {"class_path": "lit_vision.callbacks.EMA", "init_args": {"decay": 0.7}}
-    common = folder_run_args(tiny_folder, tmp_path / "runs")
-    fit_run = cli_main([
-        "fit", *common, f"--ema={json.dumps(ema)}", "--trainer.max_epochs=2",
+    fit_run = run_cli(
+        "fit", f"--ema={json.dumps(ema)}", "--trainer.max_epochs=2",
         "--trainer.callbacks=" + json.dumps([{"class_path": "helpers.WeightRecorder"}]),
-    ])  # fmt: skip
+    )  # fmt: skip
     states = WeightRecorder.latest.states
     assert len(states) == fit_run.trainer.global_step == 12
-    ckpts = Path(fit_run.trainer.log_dir) / "checkpoints"
+    ckpts = fit_run.checkpoints
 
     def average(steps: int) -> dict[str, torch.Tensor]:
         """a_1 = w_1, a_t = 0.7 a_{t-1} + 0.3 w_t over the first ``steps`` optimizer steps."""
@@ -239,7 +241,7 @@ def test_cli_checkpoints_hold_the_average_and_test_and_predict_use_it(
         variants[label] = tmp_path / f"{label}.ckpt"
 
     def test_loss(ckpt: Path) -> float:
-        return float(cli_main(["test", *common, f"--ckpt_path={ckpt}"]).trainer.callback_metrics["test/loss"])
+        return float(run_cli("test", f"--ckpt_path={ckpt}").trainer.callback_metrics["test/loss"])
 
     def probs(ckpt: Path) -> list[list[float]]:
         out = tmp_path / f"{ckpt.stem}.csv"
@@ -252,3 +254,43 @@ def test_cli_checkpoints_hold_the_average_and_test_and_predict_use_it(
     got, avg, raw = (torch.tensor(probs(p)) for p in (ckpts / "last.ckpt", variants["avg"], variants["raw"]))
     torch.testing.assert_close(got, avg, rtol=0, atol=2e-6)
     assert float((got - raw).abs().max()) > 1e-3
+
+
+# ------------------------------------------------------------------ lookahead EMA (airbench94's recipe)
+def test_lookahead_ema_is_airbenchs_loop(tmp_path: Path) -> None:
+    """The callback (decay ramp over progress, every n steps from an epoch, weights reset to the average)
+    against a plain re-implementation of airbench94's LookaheadState loop."""
+    decay, every, from_epoch, epochs = 0.8, 2, 1, 3
+    ema = EMA(decay=decay, update_every_n_steps=every, step_updates_from_epoch=from_epoch, warmup="progress",
+              lookahead=True)  # fmt: skip
+    trainer = fit(tmp_path, [ema], max_epochs=epochs)
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    L.seed_everything(0, verbose=False)
+    model = Regressor()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    total, step, state = epochs * len(loader()), 0, None
+    for epoch in range(epochs):
+        for x, y in loader():
+            opt.zero_grad()
+            model.training_step((x, y), 0).backward()
+            opt.step()
+            step += 1
+            if epoch >= from_epoch and (step - 1) % every == 0:  # Lightning's 0-based step index
+                if state is None:
+                    state = copy.deepcopy(model.state_dict())
+                else:
+                    rho = decay * (step / total) ** 3
+                    for key, value in model.state_dict().items():
+                        if value.is_floating_point():
+                            state[key].lerp_(value, 1 - rho)
+                            value.copy_(state[key])
+        if state is not None:  # the epoch's end: back to the average
+            model.load_state_dict(state)
+    got = trainer.lightning_module.state_dict()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():  # not num_batches_tracked: airbench restores a stale count
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert math.isclose(float(ema.average_module.net[0].weight.sum()), float(got["net.0.weight"].sum()),
+                        rel_tol=1e-6)  # fmt: skip

@@ -4,25 +4,16 @@ write and print what their docstrings promise."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_python
 
 
 def run_example(name: str, *args: str | Path) -> str:
     """stdout + stderr of ``python examples/<name> ARGS`` (failing the test, with the output, on an error)."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output
+    code, output = run_python(ROOT / "examples" / name, *args)
+    assert code == 0, output
     assert "Traceback" not in output, output
     return output
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import QUIET
+from helpers import QUIET, TinyCli
 
 from lit_vision.cli import main
 from lit_vision.models import ImageClassifier, create_backbone
@@ -37,8 +37,11 @@ class Snapshots(L.Callback):
         self._take(pl_module)
 
 
+FINETUNE = ["configs/finetune_imagefolder.yaml"]
+
+
 def test_finetune_config_on_another_dataset(
-    tiny_cifar10_folder: Path, tiny_folder: Path, tmp_path: Path
+    tiny_cifar10_folder: Path, run_cli: TinyCli, tmp_path: Path
 ) -> None:
     source = main(
         [
@@ -56,19 +59,11 @@ def test_finetune_config_on_another_dataset(
     pretrained = {k: v for k, v in source.model.state_dict().items() if k.startswith("backbone.")}
 
     snaps = Snapshots()
-    cli = main(
-        [
-            "--config=configs/finetune_imagefolder.yaml",
-            f"--data.data_dir={tiny_folder}",
-            "--data.val_size=12",
-            "--data.batch_size=8",
-            f"--model.pretrained_weights={ckpt}",
-            "--finetuning.init_args.unfreeze_backbone_at_epoch=1",
-            "--trainer.max_epochs=2",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            *QUIET,
-        ],
-        run=False,
+    cli = run_cli.build(
+        f"--model.pretrained_weights={ckpt}",
+        "--finetuning.init_args.unfreeze_backbone_at_epoch=1",
+        "--trainer.max_epochs=2",
+        configs=FINETUNE,
     )
     cli.trainer.callbacks.append(snaps)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -131,24 +126,19 @@ def test_timm_pretrained_download_failure_is_explained(monkeypatch) -> None:
         create_backbone("timm/resnet18", num_classes=10, pretrained=True)
 
 
-def test_resume_after_unfreezing_keeps_training_the_backbone(tiny_folder: Path, tmp_path: Path) -> None:
+def test_resume_after_unfreezing_keeps_training_the_backbone(run_cli: TinyCli) -> None:
     """Resumed past ``unfreeze_backbone_at_epoch``, the backbone trains on (Lightning's own callback
     restores the optimizer group but leaves the parameters frozen)."""
     args = [
-        "--config=configs/finetune_imagefolder.yaml",
-        f"--data.data_dir={tiny_folder}",
-        "--data.val_size=12",
         "--data.batch_size=16",
         "--finetuning.init_args.unfreeze_backbone_at_epoch=1",
-        f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--trainer.logger.init_args.version=0",
-        *QUIET,
     ]
-    first = main(["fit", *args, "--trainer.max_epochs=2"])
+    first = run_cli("fit", *args, "--trainer.max_epochs=2", configs=FINETUNE)
     groups = len(first.trainer.optimizers[0].param_groups)  # the head's groups + the one added at epoch 1
-    last = tmp_path / "finetune_imagefolder" / "version_0" / "checkpoints" / "last.ckpt"
+    last = run_cli.runs / "finetune_imagefolder" / "version_0" / "checkpoints" / "last.ckpt"
     snaps = Snapshots()
-    cli = main([*args, "--trainer.max_epochs=3"], run=False)
+    cli = run_cli.build(*args, "--trainer.max_epochs=3", configs=FINETUNE)
     cli.trainer.callbacks.append(snaps)
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=last)
     before, after = snaps.body

@@ -1,13 +1,17 @@
-"""MixUp/CutMix: valid soft targets, CutMix lambda == kept area, loss == lambda-mix of hard losses."""
+"""MixUp/CutMix: valid soft targets, CutMix lambda == kept area, loss == lambda-mix of hard losses, and the
+properties of the mix on random batches of any size (hypothesis)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import quiet_trainer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lit_vision.callbacks import MixUpCutMix
 from lit_vision.data import ImageDataModule
@@ -142,3 +146,59 @@ def test_label_smoothing_is_applied_once_with_mixing(tiny_folder: Path) -> None:
         once = -(((1 - eps) * target + eps / k) * F.log_softmax(logits, -1)).sum(-1).mean()
         torch.testing.assert_close(loss, once)
     assert any(not torch.equal(t, t.round()) for _, t in seen)  # real mixes, not only one-hot rows
+
+
+# ------------------------------------------------------------------ properties on random batches (hypothesis)
+# Small images keep every example fast; sizes include odd ones and batch size 1 (the hypothesis profile,
+# max_examples and derandomize, is set in conftest.py).
+batch_sizes = st.integers(1, 9)
+sides = st.integers(5, 20)
+
+
+def images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@given(
+    n=batch_sizes,
+    h=sides,
+    w=sides,
+    k=st.integers(2, 12),
+    alphas=st.sampled_from([(0.8, 1.0), (0.2, 0.0), (0.0, 1.0)]),
+    mode=st.sampled_from(["batch", "elem"]),
+    prob=st.sampled_from([0.0, 0.5, 1.0]),
+    soft_in=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_mixing_properties(
+    n: int,
+    h: int,
+    w: int,
+    k: int,
+    alphas: tuple[float, float],
+    mode: str,
+    prob: float,
+    soft_in: bool,
+    seed: int,
+) -> None:
+    mixer = MixUpCutMix(*alphas, prob=prob, mode=mode)
+    mixer.seed(seed)
+    x = images(n, h, w, seed)
+    labels = torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(seed))
+    y = torch.softmax(torch.randn(n, k), 1) if soft_in else labels
+    out, target = mixer.mix(x, y, k)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    # every mixed pixel is a convex combination of two images' pixels: inside the batch's value range
+    assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6
+    if target.ndim == 1:  # nothing mixed: labels untouched
+        assert torch.equal(target, labels) and torch.equal(out, x)
+        return
+    assert target.shape == (n, k) and target.dtype == torch.float32
+    assert ((target >= 0) & (target <= 1 + 1e-6)).all()
+    np.testing.assert_allclose(target.sum(1).numpy(), np.ones(n), atol=1e-5)  # each row a distribution
+    assert abs(target.sum().item() - n) < 1e-4  # no label mass is created or lost
+    if (
+        mode == "batch"
+    ):  # one lambda for all: each class's total mass is preserved (partners are a permutation)
+        total_in = y if soft_in else torch.nn.functional.one_hot(labels, k).float()
+        torch.testing.assert_close(target.sum(0), total_in.sum(0), atol=1e-4, rtol=0)

@@ -3,70 +3,54 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
-from helpers import folder_run_args
-
-from lit_vision.cli import main
+from helpers import TinyCli
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-
-
-def common(tiny_folder: Path, tmp_path: Path) -> list[str]:
-    return folder_run_args(tiny_folder, tmp_path / "runs")
 
 
 @pytest.mark.parametrize(
     "flag", ["--optimizer=torch.optim.Adam", "--lr_scheduler=torch.optim.lr_scheduler.StepLR"]
 )
 def test_lightning_optimizer_flags_are_unknown(
-    flag: str, tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    flag: str, run_cli: TinyCli, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """LightningCLI's --optimizer/--lr_scheduler would replace configure_optimizers with only a warning."""
     with pytest.raises(SystemExit) as stop:
-        main(["fit", *common(tiny_folder, tmp_path), flag, "--trainer.max_epochs=1"])
+        run_cli("fit", flag, "--trainer.max_epochs=1")
     assert stop.value.code == 2
     assert flag.split("=")[0].lstrip("-") in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()  # refused while parsing, before any training
+    assert not run_cli.runs.exists()  # refused while parsing, before any training
 
 
-def test_reduce_on_plateau_steps_on_the_monitored_metric(tiny_folder: Path, tmp_path: Path) -> None:
+def test_reduce_on_plateau_steps_on_the_monitored_metric(run_cli: TinyCli) -> None:
     # threshold 1e9 (absolute): only the first epoch counts as an improvement, so with patience 0 every later
     # epoch halves the LR: 3 epochs -> lr x 0.5 ** 2. The scheduler raises if the metric is not passed to it.
-    cli = main(
-        [
-            "fit",
-            *common(tiny_folder, tmp_path),
-            "--trainer.max_epochs=3",
-            "--model.optimizer=torch.optim.SGD",
-            "--model.optimizer.lr=0.1",
-            f"--model.scheduler={PLATEAU}",
-            "--model.scheduler.init_args.patience=0",
-            "--model.scheduler.init_args.factor=0.5",
-            "--model.scheduler.init_args.threshold=1e9",
-            "--model.scheduler.init_args.threshold_mode=abs",
-            "--model.scheduler_monitor=val/acc",
-        ]
+    cli = run_cli(
+        "fit",
+        "--trainer.max_epochs=3",
+        "--model.optimizer=torch.optim.SGD",
+        "--model.optimizer.lr=0.1",
+        f"--model.scheduler={PLATEAU}",
+        "--model.scheduler.init_args.patience=0",
+        "--model.scheduler.init_args.factor=0.5",
+        "--model.scheduler.init_args.threshold=1e9",
+        "--model.scheduler.init_args.threshold_mode=abs",
+        "--model.scheduler_monitor=val/acc",
     )
     config = cli.trainer.lr_scheduler_configs[0]
     assert config.monitor == "val/acc" and config.interval == "epoch"
-    with open(Path(cli.trainer.log_dir) / "metrics.csv", newline="") as f:
-        val_acc = [float(r["val/acc"]) for r in csv.DictReader(f) if r["val/acc"]]
+    val_acc = [float(r["val/acc"]) for r in cli.metrics() if r["val/acc"]]
     assert len(val_acc) == 3 and config.scheduler.best == pytest.approx(val_acc[0])  # it watched val/acc
     for group in cli.trainer.optimizers[0].param_groups:
         assert group["lr"] == pytest.approx(0.1 * 0.5**2)
 
 
-def test_reduce_on_plateau_names_a_missing_metric(tiny_folder: Path, tmp_path: Path) -> None:
+def test_reduce_on_plateau_names_a_missing_metric(run_cli: TinyCli) -> None:
     with pytest.raises(Exception, match="val/no_such_metric"):
-        main(
-            [
-                "fit",
-                *common(tiny_folder, tmp_path),
-                "--trainer.max_epochs=1",
-                f"--model.scheduler={PLATEAU}",
-                "--model.scheduler_monitor=val/no_such_metric",
-            ]
+        run_cli(
+            "fit",
+            "--trainer.max_epochs=1",
+            f"--model.scheduler={PLATEAU}",
+            "--model.scheduler_monitor=val/no_such_metric",
         )

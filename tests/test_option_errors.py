@@ -9,14 +9,13 @@ accepted at the edges.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, folder_run_args
+from helpers import TinyCli, run_python
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix, PredictionWriter
@@ -139,19 +138,10 @@ IN_PROCESS_CASES = [
 
 
 @pytest.mark.parametrize(("flags", "code", "words"), SUBPROCESS_CASES)
-def test_refused_by_train_py(
-    flags: list[str], code: int, words: list[str], tiny_folder: Path, tmp_path: Path
-) -> None:
-    runs = tmp_path / "runs"
-    done = subprocess.run(
-        [sys.executable, "train.py", "fit", *folder_run_args(tiny_folder, runs), *ONE_STEP, *flags],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    check_refusal(done.returncode, code, done.stdout + done.stderr, words)
-    assert not runs.exists()  # refused before anything started: no run directory
+def test_refused_by_train_py(flags: list[str], code: int, words: list[str], run_cli: TinyCli) -> None:
+    returncode, output = run_python("train.py", *run_cli.argv("fit", *ONE_STEP, *flags), timeout=120)
+    check_refusal(returncode, code, output, words)
+    assert not run_cli.runs.exists()  # refused before anything started: no run directory
 
 
 @pytest.mark.parametrize(("flags", "code", "words"), IN_PROCESS_CASES)
@@ -159,20 +149,32 @@ def test_refused_by_the_cli(
     flags: list[str],
     code: int,
     words: list[str],
-    tiny_folder: Path,
-    tmp_path: Path,
+    run_cli: TinyCli,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    runs = tmp_path / "runs"
-    monkeypatch.setattr(
-        sys, "argv", ["train.py", "fit", *folder_run_args(tiny_folder, runs), *ONE_STEP, *flags]
-    )
+    monkeypatch.setattr(sys, "argv", ["train.py", *run_cli.argv("fit", *ONE_STEP, *flags)])
     with pytest.raises(SystemExit) as exit_info:
         run()
     captured = capsys.readouterr()
     check_refusal(exit_info.value.code, code, captured.out + captured.err, words)
-    assert not runs.exists()
+    assert not run_cli.runs.exists()
+
+
+# ------------------------------------------------- refused by jsonargparse while parsing, in its own words
+def test_unknown_dataset_name(run_cli: TinyCli, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--data.dataset=cifar11")
+    err = capsys.readouterr().err
+    assert "cifar11" in err and "cifar10" in err and "imagefolder" in err  # the value and the known ones
+
+
+def test_typo_in_config_key(run_cli: TinyCli, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  lable_smoothing: 0.1\n")
+    with pytest.raises(SystemExit):
+        run_cli("fit", configs=[config])
+    assert "lable_smoothing" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- unit tests

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import QUIET, class_image, make_imagefolder
+from helpers import class_image, train_checkpoint
 from PIL import Image
 
 from lit_vision.callbacks.prediction_writer import PredictionWriter
-from lit_vision.cli import main as cli_main
 from lit_vision.data.files import PredictDataset, collect_inputs
 from lit_vision.models.inference.classifier_loading import load_classifier
 from lit_vision.models.inference.ensemble import Ensemble
@@ -24,38 +23,16 @@ from lit_vision.models.inference.test_time_views import (
 from lit_vision.predict_images import main
 
 
-def train(
-    root: Path, out: Path, cache: Path, seed: int, epochs: int = 3, extra: list[str] | None = None
-) -> Path:
-    cli = cli_main(
-        [
-            "fit",
-            f"--data.data_dir={root}",
-            "--data.dataset=imagefolder",
-            "--data.val_size=12",
-            "--data.batch_size=8",
-            f"--data.cache_dir={cache}",
-            f"--seed_everything={seed}",
-            f"--trainer.max_epochs={epochs}",
-            f"--trainer.logger.init_args.save_dir={out}",
-            "--model.optimizer=torch.optim.Adam",
-            "--model.optimizer.lr=0.01",
-            *QUIET,
-            *(extra or []),
-        ]
-    )
-    return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two 3-class checkpoints (different seeds) on a learnable tiny ImageFolder dataset."""
+def trained(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Two 3-class checkpoints of the same recipe (seeds 0 and 1) on a learnable tiny ImageFolder dataset."""
     base = tmp_path_factory.mktemp("predict")
-    data = make_imagefolder(base / "data", 3, n_train=20, n_test=6)
     return {
-        "data": data,
-        "a": train(data, base / "runs", base / "cache", seed=0),
-        "b": train(data, base / "runs", base / "cache", seed=1),
+        "data": tiny_folder,
+        "a": tiny_checkpoint,
+        "b": train_checkpoint(tiny_folder, base / "runs", base / "cache", seed=1),
     }
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_imagefolder
-from test_predict import train
+from helpers import copy_run
 from torchmetrics.classification import MulticlassCalibrationError
 
 from lit_vision.predict_images import main as predict_main
@@ -26,9 +25,9 @@ def test_reliability_bins_give_torchmetrics_ece() -> None:
     assert ece == pytest.approx(expected, abs=1e-6)
 
 
-def test_report_files_and_numbers(tmp_path: Path) -> None:
-    data = make_imagefolder(tmp_path / "data", 3, n_train=20, n_test=6)
-    ckpt = train(data, tmp_path / "runs", tmp_path / "cache", seed=0)
+def test_report_files_and_numbers(tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = tiny_folder
+    ckpt = copy_run(tiny_checkpoint, tmp_path / "run")  # the report is written into the run's folder
     report = main(["--ckpt", str(ckpt), str(data / "test")])
     out = report.parent
     assert out == ckpt.parent.parent / "report"
@@ -61,9 +60,9 @@ def test_report_files_and_numbers(tmp_path: Path) -> None:
         assert (out / "mistakes.png").is_file()
 
 
-def test_report_needs_labels(tmp_path: Path, capsys) -> None:
-    data = make_imagefolder(tmp_path / "data", 3, n_train=20, n_test=6)
-    ckpt = train(data, tmp_path / "runs", tmp_path / "cache", seed=0, epochs=1)
+def test_report_needs_labels(tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    data = tiny_folder
+    ckpt = copy_run(tiny_checkpoint, tmp_path / "run")  # main makes <run>/report before it reads the inputs
     with pytest.raises(SystemExit):
         main(["--ckpt", str(ckpt), str(data / "test" / "class_00")])  # a plain folder: no labels
     assert "needs labelled inputs" in capsys.readouterr().err

@@ -1,14 +1,13 @@
 """The airbench94 recipe's parts, each against the paper's formula: whitening, Dirac init, alternating flip,
-decoupled SGD and its parameter groups, the triangular schedule, Lookahead EMA, logit TTA, val_size 0.
+decoupled SGD and its parameter groups, the triangular schedule, val_size 0.
 
-The recipe end to end (fit, test with TTA, predict) runs in test_cli.py with configs/speedrun/cifar10_94.yaml.
+The recipe end to end (fit, test with TTA, predict) runs in test_cli.py with configs/speedrun/cifar10_94.yaml;
+its Lookahead EMA is tested in test_ema.py, its logit-averaging TTA in test_tta.py.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import QUIET, REAL_CIFAR10, ROOT
+from helpers import QUIET, REAL_CIFAR10, ROOT, TinyCli
 from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
-from lit_vision.callbacks import EMA
-from lit_vision.callbacks import TestTimeAugmentation as TTACallback  # not collected as a test class
 from lit_vision.cli import main
 from lit_vision.data import ImageDataModule
 from lit_vision.models import DecoupledSGD, ImageClassifier, TriangleLR, create_backbone
@@ -220,81 +217,19 @@ def test_triangle_schedule_is_the_papers() -> None:
     assert longer.peak_step == sched.peak_step == 97
 
 
-# ---------------------------------------------------------------------------------------------- lookahead EMA
-def test_lookahead_ema_is_airbenchs_loop(tmp_path: Path) -> None:
-    """The callback (decay ramp over progress, every n steps from an epoch, weights reset to the average)
-    against a plain re-implementation of airbench94's LookaheadState loop."""
-    from test_ema import Regressor, fit, loader
-
-    decay, every, from_epoch, epochs = 0.8, 2, 1, 3
-    ema = EMA(decay=decay, update_every_n_steps=every, step_updates_from_epoch=from_epoch, warmup="progress",
-              lookahead=True)  # fmt: skip
-    trainer = fit(tmp_path, [ema], max_epochs=epochs)
-
-    torch.manual_seed(0)
-    np.random.seed(0)
-    import lightning as L
-
-    L.seed_everything(0, verbose=False)
-    model = Regressor()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    total, step, state = epochs * len(loader()), 0, None
-    for epoch in range(epochs):
-        for x, y in loader():
-            opt.zero_grad()
-            model.training_step((x, y), 0).backward()
-            opt.step()
-            step += 1
-            if epoch >= from_epoch and (step - 1) % every == 0:  # Lightning's 0-based step index
-                if state is None:
-                    state = copy.deepcopy(model.state_dict())
-                else:
-                    rho = decay * (step / total) ** 3
-                    for key, value in model.state_dict().items():
-                        if value.is_floating_point():
-                            state[key].lerp_(value, 1 - rho)
-                            value.copy_(state[key])
-        if state is not None:  # the epoch's end: back to the average
-            model.load_state_dict(state)
-    got = trainer.lightning_module.state_dict()
-    for key, value in model.state_dict().items():
-        if value.is_floating_point():  # not num_batches_tracked: airbench restores a stale count
-            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    assert math.isclose(float(ema.average_module.net[0].weight.sum()), float(got["net.0.weight"].sum()),
-                        rel_tol=1e-6)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------------------ TTA
-def test_tta_can_average_logits() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
-    x = torch.randn(3, 3, 8, 8)
-    tta = TTACallback(translate=1, translate_weight=0.5, average="logits")
-    views = tta.views
-    assert [v.weight for v in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
-    with torch.no_grad():
-        expected = sum(v.weight * model(v.apply(x)) for v in views)
-        torch.testing.assert_close(tta.logits(model, x), expected)
-        probs = TTACallback(translate=1, translate_weight=0.5).logits(model, x)
-    assert not torch.allclose(probs, expected)  # the default still averages probabilities
-
-
 # ------------------------------------------------------------------------------------------------- val_size 0
-def test_val_size_zero_trains_on_everything_and_keeps_test_and_predict(
-    tiny_folder: Path, tmp_path: Path
-) -> None:
-    common = ["--data.dataset=imagefolder", f"--data.data_dir={tiny_folder}", "--data.val_size=0",
-              "--data.batch_size=8", f"--trainer.logger.init_args.save_dir={tmp_path}", *QUIET]  # fmt: skip
-    cli = main(["fit", *common, "--trainer.max_epochs=2"])
-    dm = cli.datamodule
+def test_val_size_zero_trains_on_everything_and_keeps_test_and_predict(run_cli: TinyCli) -> None:
+    no_val = "--data.val_size=0"
+    fit = run_cli("fit", no_val, "--trainer.max_epochs=2")
+    dm = fit.datamodule
     assert len(dm.split("train").indices) == 60 and len(dm.split("val").indices) == 0
-    assert cli.trainer.global_step == 2 * (60 // 8)
-    assert "val/acc" not in cli.trainer.callback_metrics
-    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert fit.trainer.global_step == 2 * (60 // 8)
+    assert "val/acc" not in fit.trainer.callback_metrics
+    last = fit.checkpoints / "last.ckpt"
     assert last.is_file()
-    test = main(["test", *common, f"--ckpt_path={last}"])
+    test = run_cli("test", no_val, f"--ckpt_path={last}")
     assert 0 <= float(test.trainer.callback_metrics["test/acc"]) <= 1
-    main(["predict", *common, f"--ckpt_path={last}"])
+    run_cli("predict", no_val, f"--ckpt_path={last}")
     assert (last.parent.parent / "predictions.csv").is_file()
 
 

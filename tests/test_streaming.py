@@ -62,7 +62,7 @@ def test_conversion_round_trip_matches_the_memory_decode(converted, tmp_path: Pa
 
     from lit_vision.data.streaming import ShardDataset
 
-    ordered_train = ShardDataset(streaming._store, "train", None, return_index=True)
+    ordered_train = ShardDataset(streaming._backend.store, "train", None, return_index=True)
     images, labels, index = (torch.stack(t) for t in zip(*(ordered_train[i] for i in range(44)), strict=True))
     # stored in the seeded training order, not class by class: the memory split's images, shuffled
     assert torch.equal(index.sort().values, memory.split("train").indices) and not torch.equal(

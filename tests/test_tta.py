@@ -1,4 +1,5 @@
-"""Test-time augmentation: identity-only is exactly no TTA; flip TTA is a no-op on a flip-invariant model."""
+"""Test-time augmentation: identity-only is exactly no TTA; flip TTA is a no-op on a flip-invariant model;
+logits averaged on request (the airbench94 recipe's TTA)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,20 @@ def test_chunking_does_not_change_result_and_probs_are_weighted_mean() -> None:
         expected = sum(v.weight * model(v.apply(x)).softmax(-1) for v in tta.views)
     torch.testing.assert_close(whole, chunked)
     torch.testing.assert_close(whole.exp(), expected)
+
+
+def test_tta_can_average_logits() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    x = torch.randn(3, 3, 8, 8)
+    tta = TTACallback(translate=1, translate_weight=0.5, average="logits")
+    views = tta.views
+    assert [v.weight for v in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    with torch.no_grad():
+        expected = sum(v.weight * model(v.apply(x)) for v in views)
+        torch.testing.assert_close(tta.logits(model, x), expected)
+        probs = TTACallback(translate=1, translate_weight=0.5).logits(model, x)
+    assert not torch.allclose(probs, expected)  # the default still averages probabilities
 
 
 def test_active_in_test_and_predict_only(tiny_folder: Path) -> None:

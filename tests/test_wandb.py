@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import wandb
-from helpers import ROOT, folder_run_args, read_wandb_records
+from helpers import ROOT, CliRun, TinyCli, folder_args, read_wandb_records
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
@@ -48,13 +48,10 @@ def history_row(record) -> dict:
     return row
 
 
-def wandb_args(tiny_folder: Path, tmp_path: Path) -> list[str]:
+def wandb_fit(run_cli: TinyCli, *overrides: str) -> CliRun:
+    """A fit of the default config logged to W&B (beside the CSV logger) with the media callback."""
     configs = ["configs/cifar10_compact.yaml", "configs/logger/wandb.yaml", "configs/tricks/wandb_media.yaml"]
-    return [
-        "fit",
-        *(f"--config={ROOT / c}" for c in configs),
-        *folder_run_args(tiny_folder, tmp_path / "runs"),
-    ]
+    return run_cli("fit", *overrides, configs=configs)
 
 
 def wandb_logger(cli) -> WandbLogger:
@@ -67,10 +64,10 @@ def test_offline_fallback_without_api_key(no_wandb_account: None) -> None:
 
 
 def test_offline_run_history_media_and_config(
-    no_wandb_account: None, tiny_folder: Path, tmp_path: Path
+    no_wandb_account: None, run_cli: TinyCli, tmp_path: Path
 ) -> None:
     gradcam = "--wandb_media.init_args.gradcam=2"  # Grad-CAM overlays of the first 2 validation images
-    cli = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=3", gradcam])
+    cli = wandb_fit(run_cli, "--trainer.max_epochs=3", gradcam)
     logger = wandb_logger(cli)
     assert logger._offline
     logger.experiment.finish()  # flush, as the end of a `train.py fit` process does
@@ -105,28 +102,28 @@ def test_offline_run_history_media_and_config(
 
 
 def test_wandb_logs_next_to_csv_and_resumes_its_run(
-    no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    no_wandb_account: None, run_cli: TinyCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CSV logger stays (metrics.csv, checkpoints in runs/<name>/version_N/), and a resumed fit logs to
     the W&B run of its checkpoint instead of starting a new one."""
     # before test_wandb_mode_disabled_is_respected: after a disabled run wandb keeps process-wide settings
     # that turn later runs in the same process into disabled ones
     monkeypatch.setenv("WANDB_MODE", "offline")
-    first = main([*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=1"])
+    first = wandb_fit(run_cli, "--trainer.max_epochs=1")
     run_id = wandb_logger(first).version
     wandb_logger(first).experiment.finish()
-    run_dir = Path(first.trainer.log_dir)  # runs/<config name>/version_0, as without W&B
+    run_dir = first.run_dir  # runs/<config name>/version_0, as without W&B
     assert isinstance(first.trainer.loggers[0], CSVLogger) and run_dir.name == "version_0"
     assert run_dir.parent.parent == tmp_path / "runs"
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run_id}"))  # beside the CSV runs
 
     more = ["--trainer.max_epochs=2", "--model.on_schedule_change=extend", "--ckpt_path=last"]
-    resumed = main([*wandb_args(tiny_folder, tmp_path), *more])
+    resumed = wandb_fit(run_cli, *more)
     assert wandb_logger(resumed).version == run_id
     wandb_logger(resumed).experiment.finish()
-    assert Path(resumed.trainer.log_dir) == run_dir.parent / "version_1"
-    assert (Path(resumed.trainer.log_dir) / "metrics.csv").is_file()
+    assert resumed.run_dir == run_dir.parent / "version_1"
+    assert (resumed.run_dir / "metrics.csv").is_file()
 
 
 def test_wandb_follows_default_root_dir(
@@ -140,10 +137,7 @@ def test_wandb_follows_default_root_dir(
     args = [
         "fit",
         f"--config={ROOT / 'configs/logger/wandb.yaml'}",
-        "--data.dataset=imagefolder",
-        f"--data.data_dir={tiny_folder}",
-        "--data.val_size=12",
-        "--data.batch_size=8",
+        *folder_args(tiny_folder),
         "--trainer.max_steps=2",
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
@@ -157,12 +151,10 @@ def test_wandb_follows_default_root_dir(
 
 
 def test_wandb_mode_disabled_is_respected(
-    no_wandb_account: None, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    no_wandb_account: None, run_cli: TinyCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    cli = main(
-        [*wandb_args(tiny_folder, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
-    )
+    cli = wandb_fit(run_cli, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
     assert cli.trainer.state.finished
     assert not list((tmp_path / "runs").glob("wandb/offline-run-*"))
 

@@ -13,6 +13,7 @@ from lit_vision.callbacks.ema import EMA
 from lit_vision.callbacks.finetuning import HeadFirstFinetuning
 from lit_vision.callbacks.mixing import MixUpCutMix
 from lit_vision.callbacks.prediction_writer import PredictionWriter
+from lit_vision.callbacks.progress_bar import RichProgressBar, TQDMProgressBar
 from lit_vision.callbacks.throughput import EpochThroughput
 from lit_vision.callbacks.tta import TestTimeAugmentation, TTAView
 from lit_vision.callbacks.wandb_media import WandbMediaLogger
@@ -29,7 +30,9 @@ __all__ = [
     "LastCheckpoint",
     "MixUpCutMix",
     "PredictionWriter",
+    "RichProgressBar",
     "SafeModelCheckpoint",
+    "TQDMProgressBar",
     "TTAView",
     "TestTimeAugmentation",
     "WandbMediaLogger",

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -300,6 +300,115 @@ def _collect(campaign: Campaign, job: Job, out: Path) -> dict[str, Any]:
     }
 
 
+def _record_campaign(campaign: Campaign, out: Path, command: str | None, log: Callable[[str], None]) -> None:
+    """Write ``campaign.yaml`` (warning when it changed since runs finished: those are kept) and, when given,
+    ``command.txt``, how the campaign was started."""
+    spec = campaign.to_dict()
+    if (out / "campaign.yaml").is_file():
+        before = yaml.safe_load((out / "campaign.yaml").read_text()) or {}
+        changed = sorted(k for k in set(before) | set(spec) if k != "seeds" and before.get(k) != spec.get(k))
+        if changed and read_rows(out / "results.csv"):
+            log(f"warning: {campaign.name}'s {', '.join(changed)} changed since its finished runs; they are "
+                "kept as they are (use another --name, or delete their rows, to run them again)")  # fmt: skip
+    (out / "campaign.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    if command:
+        (out / "command.txt").write_text(command + "\n")
+
+
+def _jobs(campaign: Campaign, runs_root: Path) -> list[Job]:
+    """Every (cell, seed) of the campaign, numbered from 1, seed-major: a stopped campaign has every cell at
+    the same seed count."""
+    cells = campaign.cells()
+    jobs = [
+        Job(cell, seed, runs_root / campaign.name / f"{cell.id}-s{seed}")
+        for seed in campaign.seeds
+        for cell in cells
+    ]
+    for i, job in enumerate(jobs, 1):
+        job.index = i
+    return jobs
+
+
+def _reap(job: Job) -> bool:
+    """Whether ``job``'s process has ended; if so, its log is closed and its attempt recorded (wall time,
+    exit status, peak memory, mean load average)."""
+    assert job.process is not None
+    pid, status, rusage = os.wait4(job.process.pid, os.WNOHANG)
+    if pid == 0:
+        return False
+    job.process.returncode = os.waitstatus_to_exitcode(status)
+    job.process.log_file.close()  # type: ignore[attr-defined]
+    state = _state(job.run_root)
+    state["attempts"][-1].update({
+        "wall_s": time.time() - job.started,
+        "exit": job.process.returncode,
+        "peak_rss_mb": rusage.ru_maxrss / 1024,  # Linux: KiB
+        "load_avg": sum(job.loads) / len(job.loads) if job.loads else None,
+    })  # fmt: skip
+    _save_state(job.run_root, state)
+    return True
+
+
+def _stop_children(running: list[Job], signum: int) -> NoReturn:
+    """SIGTERM/SIGINT of the runner: stop the running cells and record their attempts, then exit."""
+    for job in running:  # each writes interrupted.ckpt and exits; the next start resumes it
+        if job.process is not None and job.process.poll() is None:
+            job.process.send_signal(signal.SIGTERM)
+    for job in running:
+        if job.process is not None:
+            job.process.wait()
+            state = _state(job.run_root)  # the stopped attempt's time counts in the row's wall time
+            state["attempts"][-1].update(wall_s=time.time() - job.started, exit=job.process.returncode)
+            _save_state(job.run_root, state)
+    raise SystemExit(128 + signum)
+
+
+def _record_result(
+    campaign: Campaign, job: Job, out: Path, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """A finished job's row, appended to ``results.csv`` (the summary regenerated); ``None`` when the run
+    failed or was stopped (logged)."""
+    from lit_vision.compare.summary import write_campaign_summary
+
+    assert job.process is not None
+    if job.process.returncode != 0 or _was_stopped(job.run_root):
+        log(f"  {job.name} FAILED (exit {job.process.returncode}); see {job.run_root / 'cell.log'}")
+        return None
+    row = _collect(campaign, job, out)
+    append_row(out / "results.csv", row)
+    write_campaign_summary(out, campaign)
+    return row
+
+
+@dataclass
+class _Progress:
+    """Runs done and failed, for the progress lines and their ETA."""
+
+    total: int
+    finished: int
+    slots: int
+    start: float = field(default_factory=time.time)
+    durations: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def starting(self, job: Job, running: int) -> str:
+        """The line that says ``job`` starts, beside ``running`` others."""
+        where = "CPU" if job.gpu is None else f"GPU {job.gpu}"
+        return f"[{self.finished + running + 1}/{self.total}] {job.name}: starting on {where}"
+
+    def done(self, job: Job, row: dict[str, Any]) -> str:
+        """Count ``job`` as finished with ``row``; returns its progress line."""
+        self.finished += 1
+        self.durations.append(row["wall_s"])
+        left = self.total - self.finished - len(self.failures)
+        eta = sum(self.durations) / len(self.durations) * left / self.slots
+        return (
+            f"[{self.finished}/{self.total}] {job.name}: val/acc {row['val_acc_final']:.2%} in "
+            f"{format_seconds(row['wall_s'])} | elapsed {format_seconds(time.time() - self.start)}, "
+            f"ETA {format_seconds(eta)}"
+        )
+
+
 def run_campaign(
     campaign: Campaign,
     results_root: Path = Path("results"),
@@ -317,103 +426,50 @@ def run_campaign(
 
     out = results_root / campaign.name
     out.mkdir(parents=True, exist_ok=True)
-    spec = campaign.to_dict()
-    if (out / "campaign.yaml").is_file():
-        before = yaml.safe_load((out / "campaign.yaml").read_text()) or {}
-        changed = sorted(k for k in set(before) | set(spec) if k != "seeds" and before.get(k) != spec.get(k))
-        if changed and read_rows(out / "results.csv"):
-            log(f"warning: {campaign.name}'s {', '.join(changed)} changed since its finished runs; they are "
-                "kept as they are (use another --name, or delete their rows, to run them again)")  # fmt: skip
-    (out / "campaign.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    if command:
-        (out / "command.txt").write_text(command + "\n")
+    _record_campaign(campaign, out, command, log)
     results_file = out / "results.csv"
     done = {(r["cell"], r["seed"]) for r in read_rows(results_file)}
-    cells = campaign.cells()
-    jobs = [
-        Job(cell, seed, runs_root / campaign.name / f"{cell.id}-s{seed}")
-        for seed in campaign.seeds  # seed-major: a stopped campaign has every cell at the same seed count
-        for cell in cells
-    ]
-    for i, job in enumerate(jobs, 1):
-        job.index = i
+    jobs = _jobs(campaign, runs_root)
     todo = [job for job in jobs if job.key not in done]
-    total, finished = len(jobs), len(jobs) - len(todo)
-    if finished:
-        log(f"{campaign.name}: {finished} of {total} runs already in {results_file}; {len(todo)} to go")
     slots: list[int | None] = list(gpus) if gpus else [None]
+    progress = _Progress(total=len(jobs), finished=len(jobs) - len(todo), slots=len(slots))
+    if progress.finished:
+        log(f"{campaign.name}: {progress.finished} of {progress.total} runs already in {results_file}; "
+            f"{len(todo)} to go")  # fmt: skip
     running: list[Job] = []
-    start, durations, failures = time.time(), [], []
-
-    def stop_children(signum: int, _frame: Any) -> None:
-        for job in running:  # each writes interrupted.ckpt and exits; the next start resumes it
-            if job.process is not None and job.process.poll() is None:
-                job.process.send_signal(signal.SIGTERM)
-        for job in running:
-            if job.process is not None:
-                job.process.wait()
-                state = _state(job.run_root)  # the stopped attempt's time counts in the row's wall time
-                state["attempts"][-1].update(wall_s=time.time() - job.started, exit=job.process.returncode)
-                _save_state(job.run_root, state)
-        raise SystemExit(128 + signum)
-
-    previous = {s: signal.signal(s, stop_children) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        s: signal.signal(s, lambda signum, _frame: _stop_children(running, signum))
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         while todo or running:
             while todo and len(running) < len(slots):
                 job = todo.pop(0)
                 busy = {j.gpu for j in running}
                 job.gpu = next(s for s in slots if s not in busy)
-                where = "CPU" if job.gpu is None else f"GPU {job.gpu}"
-                log(f"[{finished + len(running) + 1}/{total}] {job.name}: starting on {where}")
+                log(progress.starting(job, len(running)))
                 _start(campaign, job, log)
                 running.append(job)
             time.sleep(POLL_S)
             for job in list(running):
-                assert job.process is not None
                 job.loads.append(os.getloadavg()[0])
-                pid, status, rusage = os.wait4(job.process.pid, os.WNOHANG)
-                if pid == 0:
+                if not _reap(job):
                     continue
-                job.process.returncode = os.waitstatus_to_exitcode(status)
-                job.process.log_file.close()  # type: ignore[attr-defined]
                 running.remove(job)
-                wall = time.time() - job.started
-                state = _state(job.run_root)
-                state["attempts"][-1].update({
-                    "wall_s": wall,
-                    "exit": job.process.returncode,
-                    "peak_rss_mb": rusage.ru_maxrss / 1024,  # Linux: KiB
-                    "load_avg": sum(job.loads) / len(job.loads) if job.loads else None,
-                })  # fmt: skip
-                _save_state(job.run_root, state)
-                if job.process.returncode != 0 or _was_stopped(job.run_root):
-                    failures.append(job.name)
-                    log(
-                        f"  {job.name} FAILED (exit {job.process.returncode}); "
-                        f"see {job.run_root / 'cell.log'}"
-                    )
-                    continue
-                row = _collect(campaign, job, out)
-                append_row(results_file, row)
-                write_campaign_summary(out, campaign)
-                finished += 1
-                durations.append(row["wall_s"])
-                left = total - finished - len(failures)
-                eta = sum(durations) / len(durations) * left / len(slots)
-                log(
-                    f"[{finished}/{total}] {job.name}: val/acc {row['val_acc_final']:.2%} in "
-                    f"{format_seconds(row['wall_s'])} | elapsed {format_seconds(time.time() - start)}, "
-                    f"ETA {format_seconds(eta)}"
-                )
+                row = _record_result(campaign, job, out, log)
+                if row is None:
+                    progress.failures.append(job.name)
+                else:
+                    log(progress.done(job, row))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if failures:
+    if progress.failures:
         raise RuntimeError(
-            f"{len(failures)} run(s) failed: {', '.join(failures)}. Fix the cause and start the campaign "
-            "again: finished runs are skipped, failed ones resume from their last checkpoint."
+            f"{len(progress.failures)} run(s) failed: {', '.join(progress.failures)}. Fix the cause and "
+            "start the campaign again: finished runs are skipped, failed ones resume from their last "
+            "checkpoint."
         )
     write_campaign_summary(out, campaign)  # also when nothing ran: a changed baseline or column shows at once
-    log(f"{campaign.name}: all {total} runs done; see {out / 'summary.md'}")
+    log(f"{campaign.name}: all {progress.total} runs done; see {out / 'summary.md'}")
     return out

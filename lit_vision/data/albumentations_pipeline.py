@@ -10,17 +10,17 @@ A pipeline is a list of ``{name: <albumentations transform>, <arg>: <value>, ...
         - {name: CoarseDropout, num_holes_range: [1, 1], hole_height_range: [8, 8],
            hole_width_range: [8, 8], p: 0.5}
 
-The pipeline must return uint8 HWC images: normalization runs batched on the device afterwards.
+The pipeline must return uint8 HWC images: normalization runs batched on the device afterwards. Entries are
+checked as ``lit_vision.data.pipeline_spec`` says.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import numpy as np
 
-from lit_vision.errors import ConfigError
+from lit_vision.data.pipeline_spec import build_transforms
 
 __all__ = ["AlbumentationsTransform", "build_albumentations", "worker_init_fn"]
 
@@ -29,31 +29,9 @@ def build_albumentations(spec: list[dict[str, Any]]) -> Any:
     """Build an ``albumentations.Compose`` from a YAML-style list of transform entries."""
     import albumentations as A
 
-    # Built when the datamodule is (ImageDataModule.__init__): a bad entry is refused before any data loads,
-    # named as the option that holds the pipeline.
-    transforms = []
-    for entry in spec:
-        if "name" not in entry:
-            raise ConfigError(
-                f"--data.albumentations entry {entry} needs a 'name' key (e.g. name: HorizontalFlip)."
-            )
-        kwargs = {k: v for k, v in entry.items() if k != "name"}
-        name = entry["name"]
-        cls = getattr(A, name, None)
-        if cls is None or not isinstance(cls, type):
-            close = difflib.get_close_matches(name, [n for n in dir(A) if n[:1].isupper()], n=3)
-            raise ConfigError(
-                f"Unknown albumentations transform {name!r} in --data.albumentations. "
-                f"Did you mean: {', '.join(close) or 'none close'}?"
-            )
-        if name in ("Normalize", "ToTensorV2"):
-            raise ConfigError(
-                f"Remove {name} from --data.albumentations: normalization runs batched on the device."
-            )
-        try:
-            transforms.append(cls(**kwargs))
-        except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-            raise ConfigError(f"--data.albumentations entry {entry}: {' '.join(str(err).split())}") from None
+    transforms = build_transforms(
+        spec, A, "data.albumentations", example="HorizontalFlip", refused=("Normalize", "ToTensorV2")
+    )
     return A.Compose(transforms)
 
 

@@ -1,15 +1,19 @@
 """``ImageDataModule``: CIFAR-10, CIFAR-100 or any ImageFolder tree, decoded once into memory, or streamed
 from litdata shards (``backend: streaming``) when it does not fit.
 
-Data flow: images are decoded once to a uint8 tensor (N, 3, H, W) (cached on disk for ImageFolder trees),
-loaders yield uint8 batches, and ``on_after_batch_transfer`` turns them into normalized float batches on the
-device, with batched random crop / flip / Cutout during training. The alternative ``augment:
-albumentations`` (or ``torchvision``) runs a per-sample albumentations (or torchvision ``transforms.v2``)
-pipeline in DataLoader workers instead.
+Data flow: a back-end (``lit_vision.data.backend``) owns the images and builds the loaders, which yield uint8
+batches (N, 3, H, W); ``on_after_batch_transfer`` turns them into normalized float batches on the device, with
+batched random crop / flip / Cutout during training. The alternative ``augment: albumentations`` (or
+``torchvision``) runs a per-sample albumentations (or torchvision ``transforms.v2``) pipeline in DataLoader
+workers instead.
 
-``backend: streaming`` reads shards written by ``python -m lit_vision.data.shards`` (``lit_vision.data.
-streaming``): workers decode each image, loaders yield the same uint8 batches, and everything from
-``on_after_batch_transfer`` on is shared by both back-ends.
+- ``backend: memory`` (``lit_vision.data.memory_backend``): images decoded once to one uint8 tensor (cached on
+  disk for ImageFolder trees), optionally kept on the device (``device_resident``).
+- ``backend: streaming`` (``lit_vision.data.streaming_backend``): shards written by ``python -m
+  lit_vision.data.shards``, each image decoded in the workers.
+
+This module keeps what both share: the argument checks, which split ``test``/``predict`` serve, the batched
+augmentation on the device, the Lightning hooks and the public API.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -26,30 +30,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_vision.data.albumentations_pipeline import worker_init_fn
 from lit_vision.data.augmentation import build_batch_augment, build_sample_transform
-from lit_vision.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
-from lit_vision.data.datasets import TensorImageDataset, passthrough_collate
-from lit_vision.data.loaders import ResumableDataLoader, ResumableSampler, make_sampler
-from lit_vision.data.sources import (
-    DatasetError,
-    DecodedSplit,
-    default_cache_dir,
-    detect_layout,
-    download_torchvision_cifar,
-    layouts_help,
-    list_class_dirs,
-    load_imagefolder_split,
-    load_torchvision_cifar,
-)
-from lit_vision.data.splits import channel_stats, seeded_split, training_order
+from lit_vision.data.backend import KNOWN_NUM_CLASSES, DataBackend, LoaderRequest, SplitTensors
+from lit_vision.data.memory_backend import MemoryBackend
+from lit_vision.data.sources import DatasetError, default_cache_dir, detect_layout
 from lit_vision.data.transforms import BatchAugment
 from lit_vision.errors import ConfigError
 from lit_vision.seeding import run_seed
 
 __all__ = ["ImageDataModule", "SplitTensors"]
 
-_KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 #: the choices of the Literal arguments: the CLI refuses others itself, Python callers get the same message
 _CHOICES: dict[str, tuple[str | None, ...]] = {
     "dataset": ("cifar10", "cifar100", "imagefolder"),
@@ -122,15 +112,6 @@ def _check_val_size(val_size: int | float) -> None:
             f"--data.val_size {val_size} is a float >= 1: write a count of images as {count}, or a fraction "
             "of the train split below 1 (--data.val_size 0.1)."
         )
-
-
-class SplitTensors(NamedTuple):
-    """A split of the memory back-end: the source file's decoded tensors and the split's positions in them."""
-
-    images: Tensor  # uint8 (N, 3, H, W), every image of the file the split is drawn from
-    targets: Tensor  # int64 (N,)
-    indices: Tensor  # int64 (n,), the split's images: images[indices]
-    paths: list[str]  # source of each of the N images (relative to its split's folder, or dataset:split:i)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -225,57 +206,32 @@ class ImageDataModule(L.LightningDataModule):
         # Paths as strings: checkpoints must load with torch.load(weights_only=True), which rejects PosixPath.
         self.save_hyperparameters(ignore=["data_dir", "cache_dir"])
         self.hparams.update(data_dir=str(data_dir), cache_dir=None if cache_dir is None else str(cache_dir))
-        self.dataset = dataset
+        self.dataset, self.backend, self.augment = dataset, backend, augment
         self.data_dir = Path(data_dir).expanduser()
-        self.backend = backend
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 2 * batch_size
-        self.val_size = val_size
-        self.seed = seed
-        self.augment = augment
-        self.image_size = image_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.download = download
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or 2 * batch_size
+        self.val_size, self.seed, self.image_size, self.download = val_size, seed, image_size, download
+        self.albumentations, self.torchvision = albumentations, torchvision
+        self.crop_padding, self.hflip, self.cutout = crop_padding, hflip, cutout
+        self.alternating_flip = alternating_flip and hflip and augment == "batched"
+        self.channels_last, self.device_resident = channels_last, device_resident
         self.predict_split = predict_split
-        # Batched in memory: batches are tensor slices, workers would only add IPC. Per-sample pipelines and
-        # streaming (a decode per image) work per sample.
-        per_sample = augment != "batched" or backend == "streaming"
-        default_workers = min(4, os.cpu_count() or 1) if per_sample else 0
-        self.num_workers = num_workers if num_workers is not None else default_workers
-        self.albumentations = albumentations
-        self.torchvision = torchvision
         # Built here so a typo in the pipeline fails at start-up, not in a worker after data loading.
         self._sample_transform = build_sample_transform(self.hparams)
-        self.crop_padding, self.hflip, self.cutout, self.channels_last = (
-            crop_padding,
-            hflip,
-            cutout,
-            channels_last,
-        )
-        self.alternating_flip = alternating_flip and hflip and augment == "batched"
-
-        self.device_resident = device_resident
-        #: device_resident: the decoded images per (split source, device), moved on first use
-        self._resident: dict[tuple[str, torch.device], Tensor] = {}
-        #: alternating flip: whether each image of the train split (by index) is flipped in even epochs
+        #: where the images come from (``lit_vision.data.backend``): what differs between back-ends is there
+        self._backend = _make_backend(self, data_dir)
+        # Batched in memory: batches are tensor slices, workers would only add IPC. Per-sample pipelines and
+        # back-ends that decode each image in the loader work per sample.
+        per_sample = augment != "batched" or self._backend.decodes_per_sample
+        default_workers = min(4, os.cpu_count() or 1) if per_sample else 0
+        self.num_workers = num_workers if num_workers is not None else default_workers
+        #: alternating flip: whether each image of the train split's source (by index) flips in even epochs
         self._flip_phase: Tensor | None = None
-
-        self._train_full: DecodedSplit | None = None
-        self._test: DecodedSplit | None = None
-        self._train_idx: Tensor | None = None
-        self._val_idx: Tensor | None = None
         self._mean: tuple[float, float, float] | None = None
         self._std: tuple[float, float, float] | None = None
         self.batch_transform: BatchAugment | None = None
-        #: backend streaming: the shards (``lit_vision.data.streaming``, imported only then: litdata is an
-        #: optional extra)
-        self._store = None
-        if backend == "streaming":
-            from lit_vision.data.streaming import ShardStore
 
-            self._store = ShardStore(str(data_dir), self.cache_dir)
-
-    # ------------------------------------------------------------------ metadata (valid right after __init__)
+    # ------------------------------------------------------------------ metadata
     @property
     def layout(self) -> str | None:
         """``torchvision`` or ``imagefolder``: what ``data_dir`` holds now (``None``: nothing usable)."""
@@ -283,26 +239,14 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def classes(self) -> list[str]:
-        """Class names in label order."""
-        if self._store is not None:
-            return list(self._store.meta["classes"])
-        if self._train_full is not None:
-            return list(self._train_full.classes)
-        if self.layout == "imagefolder":
-            return list_class_dirs(self.data_dir / "train")
-        if self.dataset == "cifar10":
-            return list(CIFAR10_CLASSES)
-        if self.dataset == "cifar100":
-            return list(CIFAR100_CLASSES)
-        raise DatasetError(
-            f"No ImageFolder tree at {self.data_dir}.\n{layouts_help(self.dataset, self.data_dir)}"
-        )
+        """Class names in label order (valid right after ``__init__``)."""
+        return self._backend.classes
 
     @property
     def num_classes(self) -> int:
         """Number of classes (linked into ``model.num_classes`` by the CLI)."""
-        if self.dataset in _KNOWN_NUM_CLASSES:
-            return _KNOWN_NUM_CLASSES[self.dataset]
+        if self.dataset in KNOWN_NUM_CLASSES:
+            return KNOWN_NUM_CLASSES[self.dataset]
         return len(self.classes)
 
     @property
@@ -323,212 +267,64 @@ class ImageDataModule(L.LightningDataModule):
     def input_size(self) -> int:
         """Side in pixels of the (square) images the loaders serve (after ``setup``): ``image_size`` when set,
         else the dataset's own size (32 for CIFAR)."""
-        if self._store is not None:
-            return self.image_size or int(self._store.meta["shape"][-1])
-        if self._train_full is None:
-            raise RuntimeError("input_size is known after setup(); call datamodule.setup('fit') first.")
-        return int(self._train_full.images.shape[-1])
+        return self._backend.input_size
 
     def train_images(self, count: int | None = None) -> Tensor:
         """``count`` images of the train split (validation held out), uint8 (N, 3, H, W) on the CPU (available
         after ``setup``): the first of ``splits.training_order``, a seeded sample of every class and the same
         images on both back-ends. What a backbone's data-dependent initialization and the preview read."""
-        if self._store is not None:  # streamed: the train shards are stored in that order
-            return self._store.read("train", count or self._store.meta["counts"]["train"], self.image_size)
-        if self._train_full is None or self._train_idx is None:
-            raise RuntimeError("train_images() needs setup('fit') first.")
-        order = training_order(len(self._train_full), self.val_size, self.seed, where=str(self.data_dir))
-        return self._train_full.images[order[:count]]
+        return self._backend.train_images(count)
 
     def split(self, name: Literal["train", "val", "test"]) -> SplitTensors:
         """The decoded images of split ``name`` (memory back-end, after ``setup``), as the loaders index them:
         ``images`` (N, 3, H, W) uint8 and ``targets`` (N,) int64 of the file the split comes from (train and
         val share the train file) and ``indices``, the split's positions in them. What benchmarks that time a
         plain loop against Lightning feed the plain side with."""
-        if self._store is not None:
-            raise RuntimeError("split() reads the decoded tensors of backend: memory; streaming holds none.")
-        if self._train_full is None or self._train_idx is None or self._val_idx is None:
-            raise RuntimeError("split() needs setup() first.")
-        if name == "test":
-            if self._test is None:
-                raise DatasetError(f"{self.data_dir} has no test split.")
-            test = self._test
-            return SplitTensors(test.images, test.targets, torch.arange(len(test)), test.paths)
-        indices = {"train": self._train_idx, "val": self._val_idx}[name]
-        full = self._train_full
-        return SplitTensors(full.images, full.targets, indices, full.paths)
+        return self._backend.split(name)
 
     @property
     def has_test_split(self) -> bool:
-        if self._store is not None:
-            return self._store.has("test")
-        if self.layout == "torchvision":
-            return True
-        return (self.data_dir / "test").is_dir()
+        """Whether the dataset has a test split (valid right after ``__init__``)."""
+        return self._backend.has_test_split
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         """Download torchvision's CIFAR files if needed (rank 0 only), and warm the decode cache; streaming:
         check the shards (complete, of this project's format, every local shard file whole)."""
-        if self._store is not None:
-            for split in ("train", "val", "test"):
-                if self._store.has(split):
-                    self._store.split_dir(split)
-            return
-        if self.layout is None:
-            if self.dataset == "imagefolder" or not self.download:
-                raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
-            download_torchvision_cifar(self.dataset, self.data_dir)
-        self._load_splits()  # decodes and caches ImageFolder trees once, before other ranks read them
-
-    def _load_splits(self) -> None:
-        if self._train_full is not None:
-            return
-        layout = self.layout
-        if layout is None:
-            raise DatasetError(f"No dataset found.\n{layouts_help(self.dataset, self.data_dir)}")
-        if layout == "torchvision":
-            self._train_full = load_torchvision_cifar(self.dataset, self.data_dir, train=True)
-            self._test = load_torchvision_cifar(self.dataset, self.data_dir, train=False)
-        else:
-            self._train_full = load_imagefolder_split(
-                self.data_dir / "train", self.cache_dir, self.image_size
-            )
-            test_dir = self.data_dir / "test"
-            self._test = (
-                load_imagefolder_split(test_dir, self.cache_dir, self.image_size)
-                if test_dir.is_dir()
-                else None
-            )
-        self._check_classes()
-
-    def _check_classes(self) -> None:
-        assert self._train_full is not None
-        train_classes = self._train_full.classes
-        expected = _KNOWN_NUM_CLASSES.get(self.dataset)
-        if expected is not None and len(train_classes) != expected:
-            raise DatasetError(
-                f"{self.data_dir / 'train'} has {len(train_classes)} class folders, but {self.dataset} has "
-                f"{expected}. Use dataset: imagefolder for other datasets."
-            )
-        if self._test is not None and self._test.classes != train_classes:
-            only_train = sorted(set(train_classes) - set(self._test.classes))
-            only_test = sorted(set(self._test.classes) - set(train_classes))
-            raise DatasetError(
-                f"Class folders differ between {self.data_dir / 'train'} and {self.data_dir / 'test'}: "
-                f"only in train: {only_train or 'none'}; only in test: {only_test or 'none'}"
-                + ("" if only_train or only_test else "; same names, different order")
-                + "."
-            )
+        self._backend.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         """Load the decoded splits, draw the seeded train/val split and compute mean/std (streaming: read them
-        from the shards' metadata)."""
-        if self._store is not None:
-            self._setup_streaming(stage)
-            return
-        self._load_splits()
-        assert self._train_full is not None
-        n = len(self._train_full)
-        self._train_idx, self._val_idx = seeded_split(n, self.val_size, self.seed, where=str(self.data_dir))
-        n_train = len(self._train_idx)
-        if n_train < self.batch_size and stage in (None, "fit"):
-            raise DatasetError(
-                f"batch_size={self.batch_size} is larger than the {n_train} training images; the train "
-                "loader drops incomplete batches, so no step would run. Lower data.batch_size."
-            )
-        key = (self.dataset, str(self.data_dir.resolve()), len(self._train_full))
-        self._mean, self._std = channel_stats(self._train_full.images, self._train_idx, self.cache_dir, key)
+        from the shards' metadata); then the training randomness and the batched augmentation."""
+        self._mean, self._std = self._backend.setup(stage, self.batch_size)
         if self.alternating_flip:
-            # the run's seed (what the sampler uses), not the split's: flips are training randomness
+            # the run's seed (what the sampler uses), not the split's: flips are training randomness, drawn
+            # per image of the train split's source, the index that training batches carry
             generator = torch.Generator().manual_seed(run_seed())
-            self._flip_phase = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
+            size = (self._backend.source_train_size,)
+            self._flip_phase = torch.randint(0, 2, size, generator=generator, dtype=torch.bool)
         self.batch_transform = build_batch_augment(self.hparams, self._mean, self._std)
 
-    def _setup_streaming(self, stage: str | None) -> None:
-        assert self._store is not None
-        meta = self._store.meta
-        if (meta["val_size"], meta["seed"]) != (self.val_size, self.seed):
-            raise DatasetError(
-                f"The shards at {self._store.root} hold the split val_size={meta['val_size']}, "
-                f"seed={meta['seed']}, but data.val_size={self.val_size}, data.seed={self.seed}: set those, "
-                "or convert again with --val-size/--seed (python -m lit_vision.data.shards)."
-            )
-        expected = _KNOWN_NUM_CLASSES.get(self.dataset)
-        if expected is not None and len(meta["classes"]) != expected:
-            raise DatasetError(
-                f"The shards at {self._store.root} have {len(meta['classes'])} classes, but {self.dataset} "
-                f"has {expected}. Use dataset: imagefolder for other datasets."
-            )
-        n_train = meta["counts"]["train"]
-        if n_train < self.batch_size and stage in (None, "fit"):
-            raise DatasetError(
-                f"batch_size={self.batch_size} is larger than the {n_train} training images; the train "
-                "loader drops incomplete batches, so no step would run. Lower data.batch_size."
-            )
-        self._mean, self._std = tuple(meta["mean"]), tuple(meta["std"])  # type: ignore[assignment]
-        if self.alternating_flip:
-            generator = torch.Generator().manual_seed(run_seed())  # as the memory back-end's, by source index
-            self._flip_phase = torch.randint(
-                0, 2, (meta["source_train_size"],), generator=generator, dtype=torch.bool
-            )
-        self.batch_transform = build_batch_augment(self.hparams, self._mean, self._std)
-
-    def _has_test(self) -> bool:
-        return self._store.has("test") if self._store is not None else self._test is not None
-
-    def _has_val(self) -> bool:
-        if self._store is not None:
-            return self._store.has("val")
-        return self._val_idx is None or len(self._val_idx) > 0
-
-    # ------------------------------------------------------------------ datasets and loaders
-    def _dataset(self, split: Literal["train", "val", "test", "predict"]) -> TensorImageDataset:
-        if self._train_full is None or self._train_idx is None:
-            raise RuntimeError("Call setup() before asking for a dataloader.")
-        if split == "train":
-            return TensorImageDataset(
-                self._train_full.images,
-                self._train_full.targets,
-                self._train_idx,
-                self._sample_transform,
-                return_index=self.alternating_flip,  # the flip of an image depends on which image it is
-                gather=not self.device_resident,
-            )
-        name = self._resolve_eval_split(split)
-        if name == "test":
-            assert self._test is not None
-            return TensorImageDataset(
-                self._test.images,
-                self._test.targets,
-                return_index=split == "predict",
-                gather=not self.device_resident,
-            )
-        idx = self._val_idx if name == "val" else self._train_idx
-        return TensorImageDataset(
-            self._train_full.images,
-            self._train_full.targets,
-            idx,
-            return_index=split == "predict",
-            gather=not self.device_resident,
-        )
-
-    def _resolve_eval_split(self, split: str) -> str:
+    # ------------------------------------------------------------------ loaders
+    def _resolve_eval_split(self, split: str) -> Literal["train", "val", "test"]:
+        """The split whose images ``val``, ``test`` or ``predict`` serve: ``predict_split`` when set, else the
+        test split, else (with a warning) the held-out validation split."""
         if split == "val":
             return "val"
         name = self.predict_split if split == "predict" and self.predict_split is not None else None
-        if name == "test" and not self._has_test():
+        has_test = self._backend.has_split("test")
+        if name == "test" and not has_test:
             raise DatasetError(f"predict_split=test, but {self.hparams.data_dir} has no test split.")
-        if name is None and self._has_test():
+        if name is None and has_test:
             name = "test"
         if name is None:
             name = "val"
-            if self._has_val():
+            if self._backend.has_split("val"):
                 rank_zero_warn(
                     f"{self.hparams.data_dir} has no test split; {split} uses the held-out validation split "
                     "instead."
                 )
-        if name == "val" and not self._has_val():
+        if name == "val" and not self._backend.has_split("val"):
             raise DatasetError(
                 f"{split} needs images to evaluate, but {self.data_dir} has no test split and val_size=0 "
                 "holds none out: add a test split, run it with a val_size > 0, or predict on files "
@@ -539,56 +335,33 @@ class ImageDataModule(L.LightningDataModule):
     def predict_paths(self) -> list[str]:
         """Source path of every image, indexed like the ``index`` element of predict batches."""
         name = self._resolve_eval_split("predict")
-        if self._store is not None:
-            return self._store.paths("test" if name == "test" else "train")
-        split = self._test if name == "test" else self._train_full
-        assert split is not None
-        return split.paths
+        return self._backend.paths("test" if name == "test" else "train")
 
     def _loader(self, split: Literal["train", "val", "test", "predict"]) -> DataLoader:
+        self._backend.check_ready()
         train = split == "train"
-        workers = self.num_workers
-        if self._store is not None:
-            from lit_vision.data.streaming import make_streaming_loader
-
-            return make_streaming_loader(
-                self._store,
-                "train" if train else self._resolve_eval_split(split),
-                batch_size=self.batch_size if train else self.eval_batch_size,
-                train=train,
-                image_size=self.image_size,
-                seed=run_seed(),
-                num_workers=workers,
-                transform=self._sample_transform if train else None,
-                return_index=self.alternating_flip if train else split == "predict",
-                pin_memory=isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator),
-            )
-        dataset = self._dataset(split)
-        sampler = make_sampler(dataset, train, self.trainer) if split != "predict" else None
-        seed = run_seed()
-        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
-        return loader_cls(
-            dataset,
+        request = LoaderRequest(
+            split="train" if train else self._resolve_eval_split(split),
+            train=train,
+            predict=split == "predict",
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            # its own generator: starting an epoch's iterator draws no number from torch's global RNG
-            generator=torch.Generator().manual_seed(seed),
-            drop_last=train,  # a tiny last batch would give noisy BN statistics; eval never drops
-            num_workers=workers,
-            collate_fn=passthrough_collate,
+            num_workers=self.num_workers,
+            seed=run_seed(),
+            transform=self._sample_transform if train else None,
+            # training with alternating flip: the flip of an image depends on which image it is
+            return_index=self.alternating_flip if train else split == "predict",
             # page-locked batches copy to a GPU asynchronously; only when this run trains on one (asking
             # torch.cuda here would initialize CUDA before a fork-based strategy starts its workers)
             pin_memory=isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator),
-            persistent_workers=workers > 0,
-            worker_init_fn=worker_init_fn if workers > 0 else None,
+            trainer=self.trainer,
         )
+        return self._backend.loader(request)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader | list:
-        if not self._has_val():
+        if not self._backend.has_split("val"):
             return []  # val_size: 0: Lightning skips validation
         return self._loader("val")
 
@@ -598,6 +371,7 @@ class ImageDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
+    # ------------------------------------------------------------------ on the device
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 batch on the device -> normalized float batch (augmented during training, batched path)."""
         if self.batch_transform is None:
@@ -622,16 +396,11 @@ class ImageDataModule(L.LightningDataModule):
     def _resident_images(self, device: torch.device) -> Tensor:
         """device_resident: the uint8 images the current loader's indices point into, on ``device``."""
         trainer = self.trainer
-        source = "train"  # train and val index the train split
+        source: Literal["train", "test"] = "train"  # train and val index the train split
         if trainer is not None and (trainer.testing or trainer.predicting):
-            source = self._resolve_eval_split("test" if trainer.testing else "predict")
-            source = "test" if source == "test" else "train"
-        key = (source, device)
-        if key not in self._resident:
-            split = self._test if source == "test" else self._train_full
-            assert split is not None
-            self._resident[key] = split.images.to(device)  # once per run: the only image copy to the device
-        return self._resident[key]
+            served = self._resolve_eval_split("test" if trainer.testing else "predict")
+            source = "test" if served == "test" else "train"
+        return self._backend.resident_images(source, device)
 
     def augment_train_batch(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """uint8 training images (N, 3, H, W) of the train split's ``index`` (N,) in ``epoch`` -> the
@@ -657,3 +426,23 @@ class ImageDataModule(L.LightningDataModule):
                 f"val_size={state_dict.get('val_size')}; now: seed={self.seed}, val_size={self.val_size}).",
                 stacklevel=2,
             )
+
+
+def _make_backend(dm: ImageDataModule, data_dir: str | Path) -> DataBackend:
+    """The back-end ``dm.backend`` names, over ``data_dir`` as the user wrote it (a shard URL must keep its
+    ``//``)."""
+    if dm.backend == "streaming":
+        # imports litdata, an optional extra: only when streaming is asked for
+        from lit_vision.data.streaming_backend import StreamingBackend
+
+        return StreamingBackend(dm.dataset, str(data_dir), dm.cache_dir, dm.image_size, dm.val_size, dm.seed)
+    return MemoryBackend(
+        dm.dataset,
+        dm.data_dir,
+        dm.cache_dir,
+        dm.image_size,
+        dm.val_size,
+        dm.seed,
+        download=dm.download,
+        device_resident=dm.device_resident,
+    )

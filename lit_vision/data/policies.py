@@ -37,35 +37,12 @@ __all__ = [
     "trivial_augment_wide",
 ]
 
-#: the operations, in torchvision's order
-OPS = (
-    "identity",
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "brightness",
-    "color",
-    "contrast",
-    "sharpness",
-    "posterize",
-    "solarize",
-    "autocontrast",
-    "equalize",
-)
-_SIGNED = (
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "brightness",
-    "color",
-    "contrast",
-    "sharpness",
-)
+_GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 _BLEND = ("brightness", "color", "contrast", "sharpness")
+#: the operations, in torchvision's order
+OPS = ("identity", *_GEOMETRIC, *_BLEND, "posterize", "solarize", "autocontrast", "equalize")
+#: the operations whose magnitude takes a random sign
+_SIGNED = (*_GEOMETRIC, *_BLEND)
 
 
 def _magnitude_table(wide: bool, num_bins: int, height: int, width: int, device: torch.device) -> Tensor:

@@ -32,8 +32,7 @@ import io
 import json
 import os
 import shutil
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from lit_vision.data.sources import (
     load_torchvision_cifar,
 )
 from lit_vision.data.splits import channel_moments, seeded_split, training_order
+from lit_vision.errors import exit_on_error
 
 __all__ = ["convert", "main"]
 
@@ -192,6 +192,44 @@ def _prepare_output(out: Path, fingerprint: str, overwrite: bool) -> bool:
     return True
 
 
+def _write_splits(
+    optimize: Callable[..., Any],
+    splits: dict[str, tuple[_EncodeItem, torch.Tensor]],
+    out: Path,
+    chunk_bytes: str,
+    workers: int | None,
+) -> dict[str, int]:
+    """Each split's images (``encoder``, ``indices``) as shards in ``out/<split>`` (``optimize``: litdata's),
+    in the order given; returns the image count of every split written (an empty one, ``val_size: 0``, is
+    not)."""
+    counts = {}
+    for name, (encoder, indices) in splits.items():
+        if len(indices) == 0:
+            continue  # val_size: 0
+        print(f"{name}: {len(indices)} images -> {out / name}", flush=True)
+        optimize(
+            fn=encoder,
+            inputs=indices.tolist(),
+            output_dir=str(out / name),
+            chunk_bytes=chunk_bytes,
+            num_workers=workers or min(4, os.cpu_count() or 1),
+            mode="overwrite",
+            # the order given, so chunk k holds the same images on every conversion (reproducible shards)
+            keep_data_ordered=True,
+            reorder_files=False,
+        )
+        counts[name] = len(indices)
+    return counts
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """``meta.json``, written last: the conversion is complete once it is there and the marker is gone."""
+    tmp = out / f"{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(out / META_FILE)  # atomic: a reader sees no meta.json or a whole one
+    (out / INCOMPLETE_MARKER).unlink()
+
+
 def convert(
     src: str,
     out: str | Path,
@@ -227,23 +265,7 @@ def convert(
     splits = {"train": (train, train_order), "val": (train, val_idx)}
     if "test" in encoders:
         splits["test"] = (encoders["test"], torch.arange(len(encoders["test"])))
-    counts = {}
-    for name, (encoder, indices) in splits.items():
-        if len(indices) == 0:
-            continue  # val_size: 0
-        print(f"{name}: {len(indices)} images -> {out / name}", flush=True)
-        optimize(
-            fn=encoder,
-            inputs=indices.tolist(),
-            output_dir=str(out / name),
-            chunk_bytes=chunk_bytes,
-            num_workers=workers or min(4, os.cpu_count() or 1),
-            mode="overwrite",
-            # the order given, so chunk k holds the same images on every conversion (reproducible shards)
-            keep_data_ordered=True,
-            reorder_files=False,
-        )
-        counts[name] = len(indices)
+    counts = _write_splits(optimize, splits, out, chunk_bytes, workers)
     paths_dir = out / "paths"
     paths_dir.mkdir()
     (paths_dir / "train.txt").write_text("\n".join(_paths(train, folder, "train")) + "\n")
@@ -266,10 +288,7 @@ def convert(
         "source_train_size": len(train),
         "counts": counts,
     }
-    tmp = out / f"{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(out / META_FILE)  # atomic: a reader sees no meta.json or a whole one
-    (out / INCOMPLETE_MARKER).unlink()
+    _write_meta(out, meta)
     return meta
 
 
@@ -302,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overwrite", action="store_true", help="write OUT again even when it is up to date")
     args = parser.parse_args(argv)
     val_size: int | float = int(args.val_size) if args.val_size >= 1 or args.val_size == 0 else args.val_size
-    try:
+    with exit_on_error(DatasetError, ImportError, ValueError):
         meta = convert(
             args.src,
             args.out,
@@ -315,9 +334,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.download_dir,
             args.overwrite,
         )
-    except (DatasetError, ImportError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"{args.out}: {meta['counts']} images, {len(meta['classes'])} classes")
     return meta
 

@@ -10,15 +10,15 @@ A pipeline is a list of ``{name: <transforms.v2 class>, <arg>: <value>, ...}`` e
         - {name: TrivialAugmentWide}
 
 Each transform takes and returns a uint8 (3, H, W) tensor at the training size: normalization runs
-batched on the device afterwards, so ``Normalize``, ``ToDtype`` and ``ToTensor``-like entries are refused.
+batched on the device afterwards, so ``Normalize``, ``ToDtype`` and ``ToTensor``-like entries are refused
+(with the other checks of ``lit_vision.data.pipeline_spec``).
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from lit_vision.errors import ConfigError
+from lit_vision.data.pipeline_spec import build_transforms
 
 __all__ = ["TorchvisionTransform", "build_torchvision"]
 
@@ -30,31 +30,9 @@ def build_torchvision(spec: list[dict[str, Any]]) -> Any:
     """Build a ``torchvision.transforms.v2.Compose`` from a YAML-style list of transform entries."""
     from torchvision.transforms import v2
 
-    # Built when the datamodule is (ImageDataModule.__init__): a bad entry is refused before any data loads,
-    # named as the option that holds the pipeline.
-    transforms = []
-    for entry in spec:
-        if "name" not in entry:
-            raise ConfigError(
-                f"--data.torchvision entry {entry} needs a 'name' key (e.g. name: RandomHorizontalFlip)."
-            )
-        name = entry["name"]
-        kwargs = {k: v for k, v in entry.items() if k != "name"}
-        if name in _REFUSED:
-            raise ConfigError(
-                f"Remove {name} from --data.torchvision: normalization runs batched on the device."
-            )
-        cls = getattr(v2, name, None)
-        if cls is None or not isinstance(cls, type):
-            close = difflib.get_close_matches(name, [n for n in dir(v2) if n[:1].isupper()], n=3)
-            raise ConfigError(
-                f"Unknown torchvision.transforms.v2 transform {name!r} in --data.torchvision. "
-                f"Did you mean: {', '.join(close) or 'none close'}?"
-            )
-        try:
-            transforms.append(cls(**kwargs))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"--data.torchvision entry {entry}: {' '.join(str(err).split())}") from None
+    transforms = build_transforms(
+        spec, v2, "data.torchvision", example="RandomHorizontalFlip", refused=_REFUSED
+    )
     return v2.Compose(transforms)
 
 

@@ -1,12 +1,8 @@
 """Reading and writing ``ImageClassifier`` checkpoints outside a Trainer (predict, report, explain, export).
 
-Files are read by :func:`~lit_vision.models.checkpoint_io.reading.read_checkpoint` (re-exported here).
-Loading is safe by default: ``torch.load(weights_only=True)`` unpickles tensors, containers and plain values
-only, so a crafted file cannot run code (``.safetensors`` weights from
-``lit_vision.models.checkpoint_io.safetensors_file`` hold no pickle at all). Every checkpoint this project
-writes loads that way. A file that needs more (pickled Python objects) is refused with the reason;
-``trusted=True`` (the apps' ``--trust-checkpoint``) loads it with full unpickling, for files whose origin
-the user trusts.
+Files are read by :func:`~lit_vision.models.checkpoint_io.reading.read_checkpoint` (re-exported here), safe
+by default: a file that would need full unpickling is refused unless ``trusted=True`` (the apps'
+``--trust-checkpoint``); ``lit_vision.models.checkpoint_io.reading`` says what that means and why.
 """
 
 from __future__ import annotations

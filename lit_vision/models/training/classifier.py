@@ -2,41 +2,42 @@
 
 It holds the steps, metrics and hooks; its parts live beside it: parameter groups and the optimizer
 (``param_groups``), the NaN/inf loss guard (``nonfinite``), resuming into a changed schedule
-(``schedule_resume``) and the SyncBatchNorm refusals (``sync_batchnorm_checks``). The class is longer than
-the others because its docstring documents every argument (it is the CLI's ``--help`` for ``--model.*``)
-and ``__init__`` refuses bad values before any data is read.
+(``schedule_resume``), the SyncBatchNorm refusals (``sync_batchnorm_checks``) and the refusals of bad
+option values and of a checkpoint of another architecture (``classifier_checks``). Its docstring documents
+every argument: it is the CLI's ``--help`` for ``--model.*``.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from lit_vision.data.normalization import normalize
-from lit_vision.errors import ConfigError
 from lit_vision.lightning_workarounds import attached_trainer, estimated_stepping_batches
-from lit_vision.models.training.factory_args import left_unset
+from lit_vision.models.training.classifier_checks import (
+    build_backbone,
+    check_arguments,
+    check_same_architecture,
+)
+from lit_vision.models.training.factory_args import examples_per_step, left_unset
 from lit_vision.models.training.losses import SoftTargetCrossEntropy
-from lit_vision.models.training.metrics import DeviceMean
+from lit_vision.models.training.metrics import DeviceMean, accuracy
 from lit_vision.models.training.nonfinite import NonFiniteGuard, where
-from lit_vision.models.training.param_groups import build_optimizer, check_learning_rates, parameter_groups
+from lit_vision.models.training.param_groups import build_optimizer, parameter_groups
+from lit_vision.models.training.pretrained import initialize_backbone_for_fit
 from lit_vision.models.training.schedule_resume import ScheduleChangeError, ScheduleResume, optimizer_settings
 from lit_vision.models.training.schedulers import build_scheduler, fills_total_steps
 from lit_vision.models.training.sync_batchnorm_checks import check_sync_batchnorm
 from lit_vision.models.zoo.layers import own_forward_batchnorms
-from lit_vision.models.zoo.registry import create_backbone
-from lit_vision.seeding import run_seed
+from lit_vision.seeding import reseed_for_epoch
 
 __all__ = ["ImageClassifier", "ScheduleChangeError", "TrainBatchTransform"]
 
@@ -102,6 +103,9 @@ class ImageClassifier(L.LightningModule):
             milestones resume into a run of any length.
     """
 
+    #: the step loss last logged (a device tensor, replaced on logging steps) that progress bars show
+    progress_bar_loss: Tensor | None = None
+
     def __init__(
         self,
         backbone: str | nn.Module = "compact_cifar",
@@ -130,38 +134,10 @@ class ImageClassifier(L.LightningModule):
             ignore=["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         )
         # Refused here, when the CLI builds the model: before any data is read (ConfigError: one error line)
-        if nonfinite_loss not in ("raise", "skip", "ignore"):
-            raise ConfigError(
-                f"--model.nonfinite_loss must be raise, skip or ignore, got {nonfinite_loss!r}."
-            )
-        if not nonfinite_check_every_n_steps >= 1:
-            raise ConfigError(
-                f"--model.nonfinite_check_every_n_steps must be >= 1, got {nonfinite_check_every_n_steps}."
-            )
-        if on_schedule_change not in ("refuse", "extend", "restart"):
-            raise ConfigError(
-                f"--model.on_schedule_change must be refuse, extend or restart, got {on_schedule_change!r}."
-            )
-        check_learning_rates(optimizer, scheduler)
-        if not norm_bias_lr_scale > 0:
-            raise ConfigError(f"--model.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}.")
-        if scheduler_interval not in ("step", "epoch"):
-            raise ConfigError(
-                f"--model.scheduler_interval must be step or epoch, got {scheduler_interval!r}."
-            )
-        if class_names is not None and len(class_names) != num_classes:
-            raise ConfigError(f"{len(class_names)} class names for num_classes={num_classes}.")
+        check_arguments(locals())
         self.num_classes = num_classes
-        self.class_names = (
-            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        )
-        if isinstance(backbone, nn.Module):
-            self.backbone = backbone
-        else:
-            try:
-                self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
-            except TypeError as err:  # an argument the backbone's constructor does not take
-                raise ConfigError(f"--model.backbone_kwargs {backbone_kwargs} for {backbone}: {err}") from err
+        self.class_names = [str(i) for i in range(num_classes)] if class_names is None else list(class_names)
+        self.backbone = build_backbone(backbone, num_classes, backbone_kwargs)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = SoftTargetCrossEntropy(label_smoothing)
@@ -172,14 +148,8 @@ class ImageClassifier(L.LightningModule):
         #: side of the square training images in pixels (set from the datamodule, saved in checkpoints)
         self.input_size = 32
 
-        top5 = min(5, num_classes)
-        # No torchmetrics input validation: it reads the targets' range on the host every batch (a GPU sync,
-        # and a few ms per step on CPU); the loss has already checked the targets (a bad label fails there).
-        acc = {"average": "micro", "validate_args": False}
-        self.train_acc = MulticlassAccuracy(num_classes, **acc)
-        self.val_acc = MulticlassAccuracy(num_classes, **acc)
-        self.test_acc = MulticlassAccuracy(num_classes, **acc)
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top5, **acc)
+        self.train_acc, self.val_acc, self.test_acc = (accuracy(num_classes) for _ in range(3))
+        self.test_acc_top5 = accuracy(num_classes, top_k=min(5, num_classes))
         # Epoch losses as metrics: averaged over every sample of every rank with one sync at epoch end
         # (self.log(sync_dist=True) would all-reduce every step); DeviceMean never reads the device per batch.
         self.train_loss, self.val_loss, self.test_loss = DeviceMean(), DeviceMean(), DeviceMean()
@@ -242,20 +212,9 @@ class ImageClassifier(L.LightningModule):
             self.input_std.copy_(torch.as_tensor(datamodule.std))
         if datamodule is not None and hasattr(datamodule, "input_size"):
             self.input_size = int(datamodule.input_size)
-        pretrained = self.hparams.get("pretrained_weights")
-        if stage == "fit" and pretrained and getattr(self.trainer, "ckpt_path", None) is None:
-            from lit_vision.models.training.pretrained import load_backbone_weights
-
-            report = load_backbone_weights(self.backbone, pretrained)
-            new_head = f"; new head: {', '.join(report['new_head'])}" if report["new_head"] else ""
-            rank_zero_info(f"Loaded {len(report['loaded'])} backbone tensors from {pretrained}{new_head}")
-        if (
-            stage == "fit"
-            and hasattr(self.backbone, "init_from_data")
-            and not pretrained
-            and getattr(self.trainer, "ckpt_path", None) is None
-        ):
-            self.init_backbone_from_data(datamodule)
+        if stage == "fit":
+            resuming = getattr(self.trainer, "ckpt_path", None) is not None
+            initialize_backbone_for_fit(self, datamodule, resuming)
 
     def init_backbone_from_data(self, datamodule: Any) -> None:
         """The backbone's data-dependent initialization (see ``lit_vision.models.zoo.backbone``) from a set-up
@@ -287,33 +246,18 @@ class ImageClassifier(L.LightningModule):
             set_epoch(self.current_epoch)
         if not self.hparams.reseed_every_epoch:
             return
-        seed = run_seed()  # set by seed_everything (the CLI's default: 0)
-        state = np.random.SeedSequence([seed, self.current_epoch, self.global_rank]).generate_state(2)
         # Before the train loader is iterated: its RandomSampler draws the epoch's order from torch's RNG.
-        torch.manual_seed(int(state[0]))  # CPU and every CUDA device
-        np.random.seed(int(state[1]))
-        random.seed(int(state[1]))
+        reseed_for_epoch(self.current_epoch, self.global_rank)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another architecture with a message, not a page of missing keys."""
+        """Read the training image size, keep a checkpoint ``fit`` resumes from for the schedule checks, and
+        refuse a checkpoint of another architecture with a message, not a page of missing keys."""
         self.input_size = int(checkpoint.get("lit_vision", {}).get("input_size", self.input_size))
         if attached_trainer(self) is not None and self.trainer.state.fn == "fit":
             # configure_optimizers (called next) compares the schedule horizons and may replace the saved
             # scheduler state in this dict before Lightning restores it.
             self._resume.resuming = checkpoint
-        saved = checkpoint.get("hyper_parameters", {})
-        mine = {k: self.hparams.get(k) for k in ("backbone", "num_classes", "backbone_kwargs")}
-        theirs = {k: saved.get(k) for k in mine}
-        if isinstance(mine["backbone"], str) and any(
-            k in saved and theirs[k] != mine[k] for k in ("backbone", "num_classes")
-        ):
-            raise ConfigError(
-                f"The checkpoint was trained with backbone={theirs['backbone']!r}, "
-                f"num_classes={theirs['num_classes']} (backbone_kwargs={theirs['backbone_kwargs']}); this "
-                f"run builds backbone={mine['backbone']!r}, num_classes={mine['num_classes']}. Use the "
-                "config the checkpoint was trained with (its run directory holds config.yaml), or, to train "
-                "it on other classes, load it as pretrained weights instead of --ckpt_path."
-            )
+        check_same_architecture(self.hparams, checkpoint.get("hyper_parameters", {}))
 
     def normalize(self, x: Tensor) -> Tensor:
         """Images in [0, 1] (N, 3, H, W) -> the normalized input ``forward`` takes (training mean/std)."""
@@ -345,15 +289,19 @@ class ImageClassifier(L.LightningModule):
             self._nonfinite.watch(loss, self.global_step, self.current_epoch, batch_idx)
             if (self.global_step + 1) % self.hparams.get("nonfinite_check_every_n_steps", 100) == 0:
                 self._raise_if_nonfinite()
-        # Soft targets (MixUp/CutMix): accuracy against the dominant label.
-        self.train_acc(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
-        self.train_loss(loss, weight=len(y))
+        # Epoch metrics: update only (a metric's forward also computes a step value nobody reads, ~3x the
+        # ops); Lightning computes them where they are logged, at the epoch's end. Soft targets
+        # (MixUp/CutMix): accuracy against the dominant label.
+        self.train_acc.update(logits.detach(), y if y.ndim == 1 else y.argmax(-1))
+        self.train_loss.update(loss, weight=len(y))
         trainer = attached_trainer(self)
         if trainer is None or (self.global_step + 1) % trainer.log_every_n_steps == 0:
-            # Only on the steps Lightning writes logs (its rule with one batch per optimizer step): a step
-            # value in the progress bar or the logs is read on the host, a GPU sync every step otherwise.
-            # Same name Lightning gives an on_step + on_epoch log: the value is this rank's own.
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            # Only on the steps Lightning writes logs (its rule with one batch per optimizer step), for the
+            # loggers only: a prog_bar value is read on the host at every later step of the epoch. The bar
+            # shows this tensor instead, read once (lit_vision.callbacks.progress_bar). Same name Lightning
+            # gives an on_step + on_epoch log: the value is this rank's own.
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+            self.progress_bar_loss = loss.detach()
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -407,16 +355,6 @@ class ImageClassifier(L.LightningModule):
             norm_bias_lr_scale=float(self.hparams.get("norm_bias_lr_scale", 1.0)),
         )
 
-    def _global_batch_size(self) -> int:
-        """Examples per optimizer step over all devices."""
-        trainer = self.trainer
-        per_device = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-        if per_device is None:
-            per_device = getattr(trainer.train_dataloader, "batch_size", None)
-        if per_device is None:
-            raise ValueError("The optimizer needs batch_size, and the run's batch size is unknown: set it.")
-        return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches
-
     def build_optimizer(self, batch_size: int | None = None) -> torch.optim.Optimizer:
         """The configured optimizer over :meth:`parameter_groups`, group ``lr_scale`` applied; ``batch_size``
         (examples per optimizer step) goes to an optimizer that takes one its config left unset."""
@@ -424,7 +362,7 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         takes_batch = left_unset(self.optimizer_factory, "batch_size")
-        optimizer = self.build_optimizer(self._global_batch_size() if takes_batch else None)
+        optimizer = self.build_optimizer(examples_per_step(self.trainer) if takes_batch else None)
         if self.scheduler_factory is None:
             self._resume.horizon = None
             if self._resume.resuming is not None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["bound_or_default", "factory_settings", "factory_target", "left_unset"]
+__all__ = ["bound_or_default", "examples_per_step", "factory_settings", "factory_target", "left_unset"]
 
 
 def left_unset(factory: Callable[..., Any], name: str) -> bool:
@@ -65,3 +65,14 @@ def bound_or_default(factory: Callable[..., Any], name: str, kwargs: dict[str, A
     except (TypeError, ValueError):
         return None
     return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def examples_per_step(trainer: Any) -> int:
+    """Examples per optimizer step over all devices (an optimizer's ``batch_size``): the datamodule's (else
+    the train loader's) per-device batch size x devices x gradient accumulation."""
+    per_device = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+    if per_device is None:
+        per_device = getattr(trainer.train_dataloader, "batch_size", None)
+    if per_device is None:
+        raise ValueError("The optimizer needs batch_size, and the run's batch size is unknown: set it.")
+    return int(per_device) * trainer.world_size * trainer.accumulate_grad_batches

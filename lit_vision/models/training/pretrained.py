@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lit_vision.models.checkpoint_io.reading import read_checkpoint
@@ -79,3 +80,18 @@ def _named_in(root: nn.Module, module: nn.Module) -> list[tuple[str, torch.Tenso
     """State-dict names (relative to ``root``) of ``module``'s tensors."""
     prefix = next(name for name, m in root.named_modules() if m is module)
     return [(f"{prefix}.{k}" if prefix else k, v) for k, v in module.state_dict().items()]
+
+
+def initialize_backbone_for_fit(module: Any, datamodule: Any, resuming: bool) -> None:
+    """The backbone's starting weights when ``fit`` starts from scratch: ``model.pretrained_weights`` when
+    given, else the backbone's data-dependent initialization when it has one (airbench's whitening, from
+    ``datamodule``'s training images); nothing when ``resuming`` (the checkpoint's weights follow)."""
+    if resuming:
+        return
+    pretrained = module.hparams.get("pretrained_weights")
+    if pretrained:
+        report = load_backbone_weights(module.backbone, pretrained)
+        new_head = f"; new head: {', '.join(report['new_head'])}" if report["new_head"] else ""
+        rank_zero_info(f"Loaded {len(report['loaded'])} backbone tensors from {pretrained}{new_head}")
+    elif hasattr(module.backbone, "init_from_data"):
+        module.init_backbone_from_data(datamodule)

@@ -11,6 +11,7 @@ holds one :class:`ScheduleResume` and calls it from ``configure_optimizers`` and
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -63,6 +64,44 @@ def group_settings(optimizer: Any) -> list[dict[str, Any]]:
     return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
 
 
+def _settings_differ(changed: list[str]) -> str:
+    return f"model.optimizer/model.scheduler settings differ from the checkpoint's ({'; '.join(changed)})"
+
+
+@dataclass(frozen=True)
+class _Change:
+    """How a resumed run's schedule differs from its checkpoint's: ``name`` of the scheduler, its horizons
+    ``old`` and ``total`` (equal when only settings changed) and the ``done`` steps (or epochs), per
+    ``interval``; ``changed``: the settings that differ (:func:`changed_settings`)."""
+
+    name: str
+    old: int
+    total: int
+    done: int
+    interval: str
+    changed: list[str]
+    horizon_changed: bool
+
+    @property
+    def unit(self) -> str:
+        return "optimizer steps" if self.interval == "step" else "epochs"
+
+    @property
+    def what(self) -> str:
+        """The sentence that opens every message about this change."""
+        if not self.horizon_changed:
+            return (
+                f"The {_settings_differ(self.changed)}, and the restored state of the LR schedule "
+                f"({self.name}, stopped after {self.done} {self.unit}) would keep the checkpoint's values."
+            )
+        what = (
+            f"The checkpoint's LR schedule ({self.name}) was built for a run of {self.old} {self.unit} and "
+            f"stopped after {self.done}; this run's trainer.max_steps/max_epochs make it {self.total} "
+            f"{self.unit}."
+        )
+        return what + (f" The {_settings_differ(self.changed)}." if self.changed else "")
+
+
 class ScheduleResume:
     """The resume bookkeeping of one module's LR schedule."""
 
@@ -93,12 +132,9 @@ class ScheduleResume:
         assert self.resuming is not None
         then = (self.resuming.get("lit_vision") or {}).get("optimizer_settings")
         changed = [] if then is None else changed_settings(then, settings)
-        settings = (
-            f"model.optimizer/model.scheduler settings differ from the checkpoint's ({'; '.join(changed)})"
-        )
         if scheduler is None:
             if changed:
-                rank_zero_info(f"The {settings}: the new values replace the checkpoint's.")
+                rank_zero_info(f"The {_settings_differ(changed)}: the new values replace the checkpoint's.")
                 self.fix = (group_settings(optimizer), 0)
             return scheduler
         saved_states = self.resuming.get("lr_schedulers") or []
@@ -110,53 +146,15 @@ class ScheduleResume:
         horizon_changed = self.horizon is not None and old is not None and int(old) != total
         if not horizon_changed and not changed:
             return scheduler
-        unit = "optimizer steps" if interval == "step" else "epochs"
-        name = type(scheduler).__name__
-        if horizon_changed:
-            old = int(old)
-            what = (
-                f"The checkpoint's LR schedule ({name}) was built for a run of {old} {unit} and stopped "
-                f"after {done}; this run's trainer.max_steps/max_epochs make it {total} {unit}."
-            )
-            if changed:
-                what += f" The {settings}."
-        else:
-            old = total
-            what = (
-                f"The {settings}, and the restored state of the LR schedule ({name}, stopped after {done} "
-                f"{unit}) would keep the checkpoint's values."
-            )
-        if self.horizon is None:  # no horizon: a schedule that only a restart can rebuild
-            remaining = "a fresh schedule from this point"
-        else:
-            remaining = f"a fresh schedule over the remaining {max(total - done, 0)} {unit}"
-        if policy == "refuse":
-            extend = (
-                f"--model.on_schedule_change extend (keep the warmup, the decay ending at {total}), "
-                if self.horizon is not None
-                else ""
-            )
-            raise ScheduleChangeError(
-                f"{what} Choose what the schedule does: {extend}--model.on_schedule_change restart "
-                f"({remaining}, with the new settings), or resume with the run's original "
-                f"{'length' if horizon_changed else 'settings'}."
-            )
-        if self.horizon is not None and done >= total:
-            raise ScheduleChangeError(f"{what} The run is already past the new end: nothing to {policy}.")
+        old = int(old) if horizon_changed else total
+        change = _Change(type(scheduler).__name__, old, total, done, interval, changed, horizon_changed)
+        self._refuse(change, policy)
         if policy == "extend":
-            if self.horizon is None:
-                raise ScheduleChangeError(
-                    f"{what} on_schedule_change=extend stretches a schedule built for a number of steps; "
-                    f"{name} has no such horizon. Use --model.on_schedule_change restart ({remaining})."
-                )
-            scheduler = build_scheduler(
-                factory, optimizer, total, **extend_kwargs(scheduler, factory, old, total)
-            )
-            position = done
+            kwargs = extend_kwargs(scheduler, factory, old, total)
+            scheduler, position = build_scheduler(factory, optimizer, total, **kwargs), done
         else:
-            scheduler = build_scheduler(factory, optimizer, max(total - done, 1))
-            position = 0
-        rank_zero_info(f"{what} on_schedule_change={policy}: the schedule is rebuilt.")
+            scheduler, position = build_scheduler(factory, optimizer, max(total - done, 1)), 0
+        rank_zero_info(f"{change.what} on_schedule_change={policy}: the schedule is rebuilt.")
         # Lightning restores the optimizer and scheduler states from this dict after this hook: the rebuilt
         # schedule's state replaces the saved one, and on_train_start puts back the new schedule's optimizer
         # settings (the restored optimizer state carries the old ones) at the resume position.
@@ -166,6 +164,35 @@ class ScheduleResume:
         saved_states[0] = state
         self.fix = (group_settings(optimizer), position)
         return scheduler
+
+    def _refuse(self, change: _Change, policy: str) -> None:
+        """Raise unless ``policy`` can be carried out: ``refuse`` names the choices; a run already past the
+        new end, or ``extend`` of a schedule without a horizon, cannot be rebuilt."""
+        total, unit = change.total, change.unit
+        if self.horizon is None:  # no horizon: a schedule that only a restart can rebuild
+            remaining = "a fresh schedule from this point"
+        else:
+            remaining = f"a fresh schedule over the remaining {max(total - change.done, 0)} {unit}"
+        if policy == "refuse":
+            extend = (
+                f"--model.on_schedule_change extend (keep the warmup, the decay ending at {total}), "
+                if self.horizon is not None
+                else ""
+            )
+            raise ScheduleChangeError(
+                f"{change.what} Choose what the schedule does: {extend}--model.on_schedule_change restart "
+                f"({remaining}, with the new settings), or resume with the run's original "
+                f"{'length' if change.horizon_changed else 'settings'}."
+            )
+        if self.horizon is not None and change.done >= total:
+            raise ScheduleChangeError(
+                f"{change.what} The run is already past the new end: nothing to {policy}."
+            )
+        if policy == "extend" and self.horizon is None:
+            raise ScheduleChangeError(
+                f"{change.what} on_schedule_change=extend stretches a schedule built for a number of steps; "
+                f"{change.name} has no such horizon. Use --model.on_schedule_change restart ({remaining})."
+            )
 
     def apply(self, trainer: Any) -> None:
         """At the start of training, once Lightning has restored the optimizer and scheduler: put the new

@@ -1,33 +1,24 @@
-"""Stops, resumes and failed writes: nothing lost, nothing silently different."""
+"""Stopping and resuming a fit (lit_vision.callbacks.checkpoint): mid-epoch SIGTERM and Ctrl+C, exact resumes,
+``--ckpt_path last``, checkpoint writes that fail on a full disk, the same seed twice: nothing lost, nothing
+silently different. (Resuming into a run of another length: test_resume_schedule.py.)"""
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import QUIET, TrainBatchLog, folder_run_args
+from helpers import QUIET, ROOT, TinyCli, TrainBatchLog, folder_args, read_csv, run_python
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_vision.callbacks import AtomicCheckpointIO, CheckpointWriteError
-from lit_vision.cli import main
 
 STEPS_PER_EPOCH = 6  # tiny_folder: 60 images - 12 held out = 48 = 6 batches of 8
-
-
-def base_args(data: Path, runs: Path) -> list[str]:
-    return folder_run_args(data, runs)
-
-
-def rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+COMPACT = ["configs/cifar10_compact.yaml"]  # SGD + OneCycleLR stepped per batch
 
 
 def log_batches() -> str:
@@ -45,18 +36,18 @@ def stop_at(step: int, how: str) -> str:
 
 @pytest.mark.parametrize(("how", "raised"), [("sigterm", SIGTERMException), ("keyboard", SystemExit)])
 def test_stop_mid_epoch_saves_and_last_resumes(
-    tiny_folder: Path, tmp_path: Path, how: str, raised: type[BaseException], monkeypatch
+    run_cli: TinyCli, how: str, raised: type[BaseException], monkeypatch
 ) -> None:
     TrainBatchLog.install(monkeypatch)
-    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=3"]
-    main([*args, log_batches(), "--trainer.logger.init_args.name=straight"])
+    epochs = "--trainer.max_epochs=3"
+    run_cli("fit", epochs, log_batches(), "--trainer.logger.init_args.name=straight")
     straight = TrainBatchLog.latest.batches
     assert len(straight) == 3 * STEPS_PER_EPOCH
 
     with pytest.raises(raised):
-        main([*args, stop_at(8, how)])  # mid-epoch 1 (steps 7..12)
+        run_cli("fit", epochs, stop_at(8, how))  # mid-epoch 1 (steps 7..12)
     before_stop = TrainBatchLog.latest.batches
-    first = tmp_path / "runs" / "default" / "version_0"
+    first = run_cli.runs / "default" / "version_0"
     interrupted = first / "checkpoints" / "interrupted.ckpt"
     state = torch.load(interrupted, weights_only=True)
     assert state["global_step"] == 8 and state["epoch"] == 1
@@ -64,68 +55,62 @@ def test_stop_mid_epoch_saves_and_last_resumes(
     last_before = (first / "checkpoints" / "last.ckpt").read_bytes()  # end of epoch 0
     metrics_before = (first / "metrics.csv").read_text()
 
-    resumed = main([*args, log_batches(), "--ckpt_path=last"])
+    resumed = run_cli("fit", epochs, log_batches(), "--ckpt_path=last")
     assert Path(resumed.trainer.ckpt_path) == interrupted  # not the older end-of-epoch last.ckpt
     assert resumed.trainer.global_step == 3 * STEPS_PER_EPOCH  # the 4 batches left in epoch 1, then epoch 2
     # exactly the samples a straight run trains on, in its order: nothing seen twice, nothing skipped
     assert before_stop == straight[:8] and TrainBatchLog.latest.batches == straight[8:]
-    second = Path(resumed.trainer.log_dir)
-    assert second.name == "version_1"  # a new run directory: the interrupted run's files are untouched
+    # a new run directory: the interrupted run's files are untouched
+    assert resumed.run_dir.name == "version_1"
     assert (first / "checkpoints" / "last.ckpt").read_bytes() == last_before
     assert (first / "metrics.csv").read_text() == metrics_before
-    assert not (second / "checkpoints" / "interrupted.ckpt").exists()  # completed: nothing stale
-    assert [int(float(r["epoch"])) for r in rows(second / "metrics.csv") if r["val/acc"]] == [1, 2]
+    assert not (resumed.checkpoints / "interrupted.ckpt").exists()  # completed: nothing stale
+    assert [int(float(r["epoch"])) for r in resumed.metrics() if r["val/acc"]] == [1, 2]
 
 
-def test_mid_epoch_resume_with_a_per_step_schedule(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+def test_mid_epoch_resume_with_a_per_step_schedule(run_cli: TinyCli, monkeypatch) -> None:
     """OneCycleLR asks for the run's step count in configure_optimizers, before the checkpoint is restored:
     the loader state must still be loaded (Lightning issue #20550, lit_vision.lightning_workarounds)."""
     TrainBatchLog.install(monkeypatch)
-    args = [
-        "fit",
-        "--config=configs/cifar10_compact.yaml",  # OneCycleLR stepped per batch
-        *base_args(tiny_folder, tmp_path / "runs"),
-        "--trainer.max_epochs=2",
-    ]
-    main([*args, log_batches(), "--trainer.logger.init_args.name=straight"])
+
+    def fit(*more: str):
+        return run_cli("fit", "--trainer.max_epochs=2", *more, configs=COMPACT)
+
+    fit(log_batches(), "--trainer.logger.init_args.name=straight")
     straight = TrainBatchLog.latest.batches
     with pytest.raises(SIGTERMException):
-        main([*args, stop_at(8, "sigterm")])
-    resumed = main([*args, log_batches(), "--ckpt_path=last"])
+        fit(stop_at(8, "sigterm"))
+    resumed = fit(log_batches(), "--ckpt_path=last")
     assert resumed.trainer.global_step == 2 * STEPS_PER_EPOCH
     assert TrainBatchLog.latest.batches == straight[8:]
 
 
-def test_ckpt_path_last_without_checkpoints_starts_fresh(tiny_folder: Path, tmp_path: Path) -> None:
-    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=1"]
+def test_ckpt_path_last_without_checkpoints_starts_fresh(run_cli: TinyCli) -> None:
     with pytest.warns(UserWarning, match="no last\\*.ckpt or interrupted.ckpt under"):
-        cli = main([*args, "--ckpt_path=last"])
-    assert cli.trainer.global_step == STEPS_PER_EPOCH
+        fit = run_cli("fit", "--trainer.max_epochs=1", "--ckpt_path=last")
+    assert fit.trainer.global_step == STEPS_PER_EPOCH
 
 
 def final_state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
-def test_resume_at_epoch_end_is_exact(tiny_folder: Path, tmp_path: Path) -> None:
+def test_resume_at_epoch_end_is_exact(run_cli: TinyCli) -> None:
     """2 epochs straight == 1 epoch, stop, resume, 1 epoch: weights, EMA weights, optimizer state, LR
     schedule position and logged metrics, with MixUp/CutMix, EMA, dropout-free crops/flips and OneCycle."""
     args = [
-        "fit",
-        "--config=configs/cifar10_compact.yaml",  # SGD + OneCycleLR stepped per batch
-        *base_args(tiny_folder, tmp_path / "runs"),
         "--config=configs/tricks/ema.yaml",
         "--ema.init_args.update_starting_at_step=2",
         "--config=configs/tricks/mixing.yaml",
         "--trainer.max_epochs=2",
         "--trainer.logger.init_args.name=exact",
     ]
-    straight = Path(main(args).trainer.log_dir)
+    straight = run_cli("fit", *args, configs=COMPACT).run_dir
     with pytest.raises(SystemExit):  # Ctrl+C right after epoch 0's last step and its checkpoint
-        main([*args, stop_at(STEPS_PER_EPOCH + 1, "keyboard")])
+        run_cli("fit", *args, stop_at(STEPS_PER_EPOCH + 1, "keyboard"), configs=COMPACT)
     epoch_end = straight.parent / "version_1" / "checkpoints" / "last.ckpt"
     assert torch.load(epoch_end, weights_only=True)["global_step"] == STEPS_PER_EPOCH
-    resumed = Path(main([*args, f"--ckpt_path={epoch_end}"]).trainer.log_dir)
+    resumed = run_cli("fit", *args, f"--ckpt_path={epoch_end}", configs=COMPACT).run_dir
 
     a, b = final_state(straight), final_state(resumed)
     assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH
@@ -142,19 +127,17 @@ def test_resume_at_epoch_end_is_exact(tiny_folder: Path, tmp_path: Path) -> None
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
     def epoch1(run: Path) -> dict[str, str]:
-        return next(r for r in rows(run / "metrics.csv") if r["val/acc"] and int(float(r["epoch"])) == 1)
+        return next(r for r in read_csv(run / "metrics.csv") if r["val/acc"] and int(float(r["epoch"])) == 1)
 
     keys = ["val/acc", "val/loss", "val/acc_best"]
     assert {k: epoch1(straight)[k] for k in keys} == {k: epoch1(resumed)[k] for k in keys}
-    train_a = [r for r in rows(straight / "metrics.csv") if r["train/loss_epoch"]][-1]
-    train_b = [r for r in rows(resumed / "metrics.csv") if r["train/loss_epoch"]][-1]
+    train_a = [r for r in read_csv(straight / "metrics.csv") if r["train/loss_epoch"]][-1]
+    train_b = [r for r in read_csv(resumed / "metrics.csv") if r["train/loss_epoch"]][-1]
     assert train_a["train/loss_epoch"] == train_b["train/loss_epoch"]
 
 
-def test_same_seed_twice_same_metrics(tiny_folder: Path, tmp_path: Path) -> None:
-    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.max_epochs=2"]
-    runs = [Path(main(args).trainer.log_dir) for _ in range(2)]
-    first, second = (rows(run / "metrics.csv") for run in runs)
+def test_same_seed_twice_same_metrics(run_cli: TinyCli) -> None:
+    first, second = (run_cli("fit", "--trainer.max_epochs=2").metrics() for _ in range(2))
     assert any(r["val/acc"] for r in first) and any(r["perf/train_s"] for r in first)
 
     def seeded(table: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -164,14 +147,14 @@ def test_same_seed_twice_same_metrics(tiny_folder: Path, tmp_path: Path) -> None
     assert seeded(first) == seeded(second)
 
 
-def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, monkeypatch) -> None:
+def test_disk_full_keeps_the_previous_best(run_cli: TinyCli, monkeypatch) -> None:
     """A write that fails half-way (ENOSPC) leaves best.ckpt/last.ckpt as they were, and says so."""
     import lightning.fabric.plugins.io.torch_io as torch_io
 
-    args = ["fit", *base_args(tiny_folder, tmp_path / "runs"), "--trainer.logger.init_args.version=v"]
-    first = main([*args, "--trainer.max_epochs=1"])
+    version = "--trainer.logger.init_args.version=v"
+    first = run_cli("fit", version, "--trainer.max_epochs=1")
     assert isinstance(first.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # installed by the CLI
-    ckpts = tmp_path / "runs" / "default" / "v" / "checkpoints"
+    ckpts = run_cli.runs / "default" / "v" / "checkpoints"
     before = {name: (ckpts / name).read_bytes() for name in ("best.ckpt", "last.ckpt")}
 
     def full_disk(checkpoint, path) -> None:
@@ -181,7 +164,7 @@ def test_disk_full_keeps_the_previous_best(tiny_folder: Path, tmp_path: Path, mo
     monkeypatch.setattr(torch_io, "_atomic_save", full_disk)
     full = r"Could not write checkpoint .*(best|last)\.ckpt: the disk is full.*is left intact"
     with pytest.raises(CheckpointWriteError, match=full):
-        main([*args, "--trainer.max_epochs=2", f"--ckpt_path={ckpts / 'last.ckpt'}"])
+        run_cli("fit", version, "--trainer.max_epochs=2", f"--ckpt_path={ckpts / 'last.ckpt'}")
     for name, data in before.items():
         assert (ckpts / name).read_bytes() == data, f"{name} was changed by the failed run"
     assert not list(ckpts.glob("*.tmp"))
@@ -202,15 +185,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_ends_train_py_with_one_error_line(tiny_folder: Path, small_disk: Path) -> None:
     """A real full disk under the run directory: the checkpoint that fitted stays intact, no temporary file
     is left, and train.py ends with one `error:` line (path, sizes, what to do) and exit code 1."""
-    root = Path(__file__).resolve().parents[1]
-    args = [
-        sys.executable, "train.py", "fit", f"--config={root / 'configs/cifar10_compact.yaml'}",
-        "--data.dataset=imagefolder", f"--data.data_dir={tiny_folder}", "--data.val_size=12",
-        "--data.batch_size=8", "--trainer.max_epochs=2", f"--trainer.default_root_dir={small_disk}", *QUIET,
-    ]  # fmt: skip
-    done = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode == 1 and "Traceback" not in output, output[-3000:]
+    code, output = run_python(
+        "train.py", "fit", f"--config={ROOT / 'configs/cifar10_compact.yaml'}", *folder_args(tiny_folder),
+        "--trainer.max_epochs=2", f"--trainer.default_root_dir={small_disk}", *QUIET,
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in output, output[-3000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output[-3000:]
     ckpts = small_disk / "cifar10_compact" / "version_0" / "checkpoints"
@@ -221,26 +200,19 @@ def test_a_full_disk_ends_train_py_with_one_error_line(tiny_folder: Path, small_
     assert state["global_step"] == STEPS_PER_EPOCH
 
 
-def test_last_is_the_newest_state_and_a_resume_keeps_the_earlier_best(
-    tiny_folder: Path, tmp_path: Path
-) -> None:
+def test_last_is_the_newest_state_and_a_resume_keeps_the_earlier_best(run_cli: TinyCli) -> None:
     """last.ckpt follows every epoch even when the monitor does not improve; a resume into a new run
     directory still has to beat the earlier best, and deletes nothing of the earlier run."""
     # monitor the epoch, smaller is better: only epoch 0 is ever "best"
-    args = [
-        "fit",
-        *base_args(tiny_folder, tmp_path / "runs"),
-        "--checkpoint.monitor=epoch",
-        "--checkpoint.mode=min",
-    ]
-    first = Path(main([*args, "--trainer.max_epochs=3"]).trainer.log_dir) / "checkpoints"
+    args = ["--checkpoint.monitor=epoch", "--checkpoint.mode=min"]
+    first = run_cli("fit", *args, "--trainer.max_epochs=3").checkpoints
     assert torch.load(first / "best.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH
     assert torch.load(first / "last.ckpt", weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
     files = {p.name: p.read_bytes() for p in first.iterdir()}
     assert sorted(files) == ["best.ckpt", "last.ckpt"]  # no last-v1.ckpt, nothing left behind
 
-    resumed = main([*args, "--trainer.max_epochs=5", "--ckpt_path=last"])
-    second = Path(resumed.trainer.log_dir) / "checkpoints"
+    resumed = run_cli("fit", *args, "--trainer.max_epochs=5", "--ckpt_path=last")
+    second = resumed.checkpoints
     assert second.parent.name == "version_1"
     assert torch.load(second / "last.ckpt", weights_only=True)["global_step"] == 5 * STEPS_PER_EPOCH
     assert not (second / "best.ckpt").exists()  # epochs 3 and 4 did not beat the earlier best (epoch 0)

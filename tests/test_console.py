@@ -1,4 +1,5 @@
-"""What a run prints: no warning or notice the user cannot act on (lit_vision.console, the decoder's arrays).
+"""What a run prints (lit_vision.console): no warning or notice the user cannot act on, the model summary
+without an empty FLOPs column, and decoded images that torch takes without a warning.
 
 pytest's own ``filterwarnings`` (pyproject.toml) hides some of these messages in this process, and torch
 warns about non-writable arrays once per process: the end-to-end check runs ``train.py`` in a fresh
@@ -8,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, folder_args, run_python
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
 from lit_vision.console import ADVERT_LOGGER, ModelSummary, _DropAdverts, quiet_lightning, use_model_summary
@@ -36,31 +35,21 @@ def test_a_fit_prints_nothing_the_user_cannot_act_on(tiny_folder: Path, tmp_path
     cache = Path(os.environ["LIT_VISION_CACHE"])  # conftest: empty, so this run decodes the images
     assert not any(cache.iterdir())
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "fit",
-            f"--config={ROOT / 'configs/cifar10_compact.yaml'}",
-            "--data.dataset=imagefolder",
-            f"--data.data_dir={tiny_folder}",
-            "--data.val_size=12",
-            "--data.batch_size=8",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-            "--trainer.max_epochs=1",  # one short epoch, validation included, as every fit has
-            "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",  # the model summary stays on: it is checked below
-        ],
+    code, printed = run_python(
+        ROOT / "train.py",
+        "fit",
+        f"--config={ROOT / 'configs/cifar10_compact.yaml'}",
+        *folder_args(tiny_folder),
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+        "--trainer.max_epochs=1",  # one short epoch, validation included, as every fit has
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",  # the model summary stays on: it is checked below
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    printed = done.stdout + done.stderr
-    assert done.returncode == 0, printed
+    assert code == 0, printed
     assert any(cache.iterdir()), "the run did not decode the images: the decoder's arrays went unchecked"
     assert "Total params" in printed, f"no model summary printed:\n{printed}"
     for message in NOT_THE_USERS_BUSINESS:

@@ -1,5 +1,6 @@
-"""Bad inputs not covered in test_datamodule.py / test_cli.py / test_reliability.py: each one answered with
-a message that says what is wrong and where (docs/reliability.md lists them all)."""
+"""Data a run cannot use (an empty folder, unreadable images, stray files, labels out of range, no data at
+all), beyond the datamodule's own checks in test_datamodule.py: each one answered with a message that says
+what is wrong and where, with no traceback (docs/reliability.md lists them all)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ import shutil
 import warnings
 from pathlib import Path
 
-import lightning as L
 import pytest
-from helpers import QUIET, make_torchvision_cifar10
+from helpers import make_torchvision_cifar10
 
-from lit_vision.cli import main, run
+from lit_vision.cli import run
 from lit_vision.data import DatasetError, ImageDataModule
-from lit_vision.models import ImageClassifier
-
-
-def folder_args(root: Path) -> list[str]:
-    return [
-        f"--data.data_dir={root}",
-        "--data.dataset=imagefolder",
-        "--data.val_size=12",
-        "--data.batch_size=8",
-    ]
 
 
 def test_empty_data_dir_lists_layouts(tmp_path: Path) -> None:
@@ -71,21 +61,6 @@ def test_labels_out_of_range_in_torchvision_files(tmp_path: Path, monkeypatch) -
         ImageDataModule("cifar10", root, val_size=10, batch_size=4).setup("fit")
 
 
-def test_unknown_dataset_name(tiny_folder: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit):
-        main(["fit", f"--data.data_dir={tiny_folder}", "--data.dataset=cifar11", *QUIET], run=True)
-    err = capsys.readouterr().err
-    assert "cifar11" in err and "cifar10" in err and "imagefolder" in err
-
-
-def test_typo_in_config_key(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    config = tmp_path / "typo.yaml"
-    config.write_text("model:\n  lable_smoothing: 0.1\n")
-    with pytest.raises(SystemExit):
-        main(["fit", f"--config={config}", *folder_args(tiny_folder), *QUIET])
-    assert "lable_smoothing" in capsys.readouterr().err
-
-
 def test_dataset_errors_end_without_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(
         "sys.argv",
@@ -115,51 +90,3 @@ def test_a_first_run_without_data_shows_only_the_data_error(
     ]
     assert resume_talk == []
     assert capsys.readouterr().err.startswith("error: No ImageFolder tree at")
-
-
-def test_checkpoint_of_another_architecture(
-    tiny_folder: Path, tiny_cifar10_folder: Path, tmp_path: Path
-) -> None:
-    common = [*QUIET, f"--trainer.logger.init_args.save_dir={tmp_path}"]
-    fit = main(
-        [
-            "fit",
-            *folder_args(tiny_folder),
-            *common,
-            "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=1",
-        ]
-    )
-    ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
-
-    # CLI: the checkpoint's model settings are the defaults, so without model options the model is the
-    # checkpoint's...
-    cli = main(["test", *folder_args(tiny_folder), *common, f"--ckpt_path={ckpt}"])
-    assert cli.model.hparams.backbone == "compact_cifar"
-    # ...and a --model.backbone the user gives wins, so another architecture is refused with a message
-    with pytest.raises(
-        ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"
-    ):
-        main(
-            [
-                "test",
-                *folder_args(tiny_folder),
-                *common,
-                "--model.backbone=resnet_tiny",
-                f"--ckpt_path={ckpt}",
-            ]
-        )
-    # ...as is a class count from the data: 10 CIFAR-10 classes against a 3-class checkpoint
-    with pytest.raises(
-        ValueError, match=r"num_classes=3 .*this run builds backbone='compact_cifar', num_classes=10"
-    ):
-        main(
-            ["test", *folder_args(tiny_cifar10_folder), "--data.val_size=20", *common, f"--ckpt_path={ckpt}"]
-        )
-    # Python API: a model built by hand
-    dm = ImageDataModule("imagefolder", tiny_folder, val_size=12, batch_size=8)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    with pytest.raises(
-        ValueError, match=r"trained with backbone='compact_cifar'.*builds backbone='resnet_tiny'"
-    ):
-        trainer.test(ImageClassifier("resnet_tiny", num_classes=3), datamodule=dm, ckpt_path=ckpt)
