@@ -163,3 +163,20 @@ class PlainLoop:
         """Images per second of the timed steps, once the device has finished them."""
         synchronize(self.device)
         return (self.steps - self.warmup) * self.batch_size / (time.perf_counter() - self.start)
+
+
+def prepared_for_fit(cli: Any, device: str = "cpu") -> tuple[Any, Any]:
+    """The model and datamodule a CLI built (``run=False``), set up as ``fit`` does before its first step,
+    for a hand-written loop: data loaded, normalization copied, data-dependent init (airbench's whitening),
+    moved to ``device``, ``configure_model`` run, training mode."""
+    model, dm = cli.model, cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    model.input_mean.copy_(torch.as_tensor(dm.mean))
+    model.input_std.copy_(torch.as_tensor(dm.std))
+    if hasattr(model.backbone, "init_from_data"):
+        model.init_backbone_from_data(dm)
+    model.to(device)
+    model.configure_model()
+    model.train()
+    return model, dm

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from common import prepared_for_fit
 from lightning.pytorch.profilers import SimpleProfiler
 
 from lit_vision.callbacks import EMA, FGSM, MixUpCutMix
@@ -117,24 +118,10 @@ def fit_round(args: argparse.Namespace, variant: str, profile: bool = False) -> 
     return clock
 
 
-def prepared(cli):
-    """The CLI's model and datamodule set up as ``fit`` does before its first step (no Trainer)."""
-    model, dm = cli.model, cli.datamodule
-    dm.prepare_data()
-    dm.setup("fit")
-    model.input_mean.copy_(torch.as_tensor(dm.mean))
-    model.input_std.copy_(torch.as_tensor(dm.std))
-    if hasattr(model.backbone, "init_from_data"):  # airbench's whitening, as fit does
-        model.init_backbone_from_data(dm)
-    model.configure_model()
-    model.train()
-    return model, dm
-
-
 def plain_round(args: argparse.Namespace, variant: str) -> tuple[float, dict[str, float]]:
     """A hand-written loop over the same model, optimizer, data and trick math; (seconds per step, parts)."""
     cli = build(args, variant)
-    model, dm = prepared(cli)
+    model, dm = prepared_for_fit(cli)
     tricks = {type(c): c for c in cli.trainer.callbacks if isinstance(c, STEP_CALLBACKS)}
     optimizer = model.build_optimizer(batch_size=args.batch_size)
     total = args.warmup + args.steps + 1

@@ -26,7 +26,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from common import DEFAULT_DATA, PlainLoop, StepTimer, add_device_argument, describe_device
+from common import DEFAULT_DATA, PlainLoop, StepTimer, add_device_argument, describe_device, prepared_for_fit
 
 from lit_vision.callbacks import EMA
 from lit_vision.cli import main as cli_main
@@ -68,16 +68,8 @@ def lightning_round(args: argparse.Namespace) -> float:
 
 def plain_round(args: argparse.Namespace) -> float:
     cli = build(args)
-    model, dm = cli.model, cli.datamodule
     ema = next(c for c in cli.trainer.callbacks if isinstance(c, EMA))  # its decay and update period
-    dm.prepare_data()
-    dm.setup("fit")
-    model.input_mean.copy_(torch.as_tensor(dm.mean))
-    model.input_std.copy_(torch.as_tensor(dm.std))
-    model.init_backbone_from_data(dm)
-    model.to(args.device)
-    model.configure_model()
-    model.train()
+    model, dm = prepared_for_fit(cli, args.device)
     optimizer = model.build_optimizer(batch_size=args.batch_size)
     scheduler = build_scheduler(model.scheduler_factory, optimizer, args.steps)
     average = None  # airbench's LookaheadState: float state, lerped toward the model, copied back
